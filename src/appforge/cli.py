@@ -1,0 +1,95 @@
+"""The `appforge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from appforge.services.common import db, migrate
+from appforge.services.common.errors import AppforgeError
+from appforge.services.common.logging import configure_logging
+from appforge.services.common.settings import DEFAULT_PORTS, Settings
+
+SERVICES = ("chat",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appforge",
+        description="appforge: the gRPC services of a chat-driven app builder.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations (DATABASE_URL, or the embedded SQLite file)",
+    )
+
+    serve = commands.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument(
+        "--host", default=None, help="address to bind (default APPFORGE_HOST or 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=None, help="port (default: chat 50051)")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply migrations before serving (always done on the embedded SQLite default)",
+    )
+    return parser
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = db.create_engine(settings.resolved_database_url())
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _serve_chat(settings: Settings, host: str, port: int, apply_migrations: bool) -> None:
+    from appforge.services.chat.bootstrap import build_chat
+    from appforge.services.common.server import run_until_signalled
+
+    runtime = build_chat(settings, host=host, port=port)
+    if apply_migrations:
+        await migrate.upgrade(runtime.engine)
+    else:
+        await migrate.require_current(runtime.engine)
+
+    def _ready() -> None:
+        print(f"appforge chat serving on {runtime.server.address}", file=sys.stderr, flush=True)
+
+    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+            print(f"migrated {settings.resolved_database_url().split('@')[-1]}")
+            return 0
+        if args.command == "serve":
+            host = args.host or settings.host
+            port = args.port if args.port is not None else DEFAULT_PORTS[args.service]
+            embedded = not settings.database_url
+            asyncio.run(_serve_chat(settings, host, port, args.migrate or embedded))
+            return 0
+    except AppforgeError as exc:
+        print(f"appforge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"appforge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The three appforge services and what they share."""

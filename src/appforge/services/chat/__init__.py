@@ -1,0 +1,1 @@
+"""The chat service: apps, messages, one assistant message per execution."""

@@ -1,0 +1,174 @@
+"""Protobuf <-> chat domain. The only chat module besides grpc_api that knows protobuf."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from appforge.api.chat.v1 import chat_pb2
+from appforge.api.flow.v1 import flow_pb2
+from appforge.services.chat.domain import (
+    App,
+    AssistantUpsert,
+    FlowItem,
+    ItemKind,
+    Message,
+    MessageStatus,
+    ToolCall,
+    ToolStatus,
+    json_safe,
+)
+from appforge.services.common.errors import InvalidArgument
+
+
+def timestamp(us: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(dict(values))
+    return out
+
+
+def app_to_proto(app: App) -> chat_pb2.App:
+    return chat_pb2.App(
+        id=app.id, team_id=app.team_id, name=app.name, created_at=timestamp(app.created_us)
+    )
+
+
+def call_to_proto(call: ToolCall) -> flow_pb2.ToolCall:
+    out = flow_pb2.ToolCall(
+        call_id=call.call_id,
+        name=call.name,
+        status=int(call.status),  # type: ignore[arg-type]
+        arguments_json=call.arguments_json,
+        result_json=call.result_json,
+        error=call.error,
+    )
+    if call.deadline_us is not None:
+        out.deadline.CopyFrom(timestamp(call.deadline_us))
+    return out
+
+
+def item_to_proto(item: FlowItem, execution_id: str) -> flow_pb2.FlowItem:
+    out = flow_pb2.FlowItem(execution_id=execution_id, seq=item.seq)
+    if item.timestamp_us is not None:
+        out.timestamp.CopyFrom(timestamp(item.timestamp_us))
+    if item.kind is ItemKind.MESSAGE:
+        out.message.text = item.text
+    else:
+        out.tools.calls.extend(call_to_proto(c) for c in item.calls)
+    return out
+
+
+def message_to_proto(message: Message) -> chat_pb2.ChatMessage:
+    execution_id = message.execution_id or ""
+    return chat_pb2.ChatMessage(
+        id=message.id,
+        app_id=message.app_id,
+        role=int(message.role),  # type: ignore[arg-type]
+        execution_id=execution_id,
+        content=message.content,
+        status=int(message.status),  # type: ignore[arg-type]
+        metadata=struct(message.metadata),
+        flow=[item_to_proto(i, execution_id) for i in message.flow],
+        version=message.version,
+        created_at=timestamp(message.created_us),
+        updated_at=timestamp(message.updated_us),
+        request_id=message.request_id or "",
+        cursor=message.cursor,
+    )
+
+
+def message_from_proto(proto: chat_pb2.ChatMessage) -> Message:
+    """The inverse of `message_to_proto` (the bus carries messages as protobuf)."""
+    from appforge.services.chat.domain import Role
+
+    return Message(
+        id=proto.id,
+        app_id=proto.app_id,
+        role=Role(proto.role),
+        execution_id=proto.execution_id or None,
+        content=proto.content,
+        status=MessageStatus(proto.status),
+        metadata=json_format.MessageToDict(proto.metadata),
+        flow=tuple(_item_from_proto(i, f"flow[{n}]") for n, i in enumerate(proto.flow)),
+        version=proto.version,
+        created_us=proto.created_at.ToMicroseconds(),
+        updated_us=proto.updated_at.ToMicroseconds(),
+        request_id=proto.request_id or None,
+        cursor=proto.cursor,
+    )
+
+
+def _status(value: int, enum: type[ToolStatus] | type[MessageStatus], field: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidArgument(f"unknown value {value}", field=field) from None
+
+
+def _call_from_proto(call: flow_pb2.ToolCall, where: str) -> ToolCall:
+    status = (
+        ToolStatus.PENDING
+        if call.status == flow_pb2.TOOL_STATUS_UNSPECIFIED
+        else _status(call.status, ToolStatus, f"{where}.status")
+    )
+    return ToolCall(
+        call_id=call.call_id,
+        name=call.name,
+        status=status,
+        arguments_json=call.arguments_json,
+        result_json=call.result_json,
+        error=call.error,
+        deadline_us=call.deadline.ToMicroseconds() if call.HasField("deadline") else None,
+    )
+
+
+def _item_from_proto(item: flow_pb2.FlowItem, where: str) -> FlowItem:
+    body = item.WhichOneof("body")
+    if body is None:
+        raise InvalidArgument("must have a body: message or tools", field=where)
+    stamp = item.timestamp.ToMicroseconds() if item.HasField("timestamp") else None
+    if body == "message":
+        return FlowItem(
+            seq=item.seq, kind=ItemKind.MESSAGE, timestamp_us=stamp, text=item.message.text
+        )
+    calls = tuple(
+        _call_from_proto(c, f"{where}.tools.calls[{n}]") for n, c in enumerate(item.tools.calls)
+    )
+    return FlowItem(seq=item.seq, kind=ItemKind.TOOLS, timestamp_us=stamp, calls=calls)
+
+
+def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> AssistantUpsert:
+    """A request as a domain upsert; structural problems raise InvalidArgument."""
+    items = []
+    for n, item in enumerate(request.items):
+        where = f"items[{n}]"
+        if item.execution_id and item.execution_id != request.execution_id:
+            raise InvalidArgument(
+                "names another execution than the request", field=f"{where}.execution_id"
+            )
+        items.append(_item_from_proto(item, where))
+    status = (
+        None
+        if request.status == chat_pb2.MESSAGE_STATUS_UNSPECIFIED
+        else _status(request.status, MessageStatus, "status")
+    )
+    metadata = (
+        json_safe(json_format.MessageToDict(request.metadata))
+        if request.HasField("metadata")
+        else {}
+    )
+    return AssistantUpsert(
+        app_id=request.app_id,
+        execution_id=request.execution_id,
+        items=tuple(items),
+        status=status,
+        metadata=metadata,
+    )

@@ -1,0 +1,414 @@
+"""Chat domain: messages, flow items, tool calls and the rules that merge them. No I/O.
+
+The merge rules make every write idempotent and convergent, whatever order writes
+arrive in: tool status and message status only move forward, a text part only grows,
+metadata merges key by key, and the first stamp of an item is the one kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any
+
+from appforge.services.common.errors import InvalidArgument, LimitExceeded
+from appforge.services.common.settings import Limits
+
+
+class Role(IntEnum):
+    """Who wrote a message."""
+
+    USER = 1
+    ASSISTANT = 2
+    SYSTEM = 3
+
+
+class MessageStatus(IntEnum):
+    """Ordered: a message's status only moves forward."""
+
+    PENDING = 1
+    PROCESSING = 2
+    COMPLETED = 3
+    FAILED = 4
+
+
+class ToolStatus(IntEnum):
+    """A tool call's state; see `TOOL_RANK` for the order it moves in."""
+
+    PENDING = 1
+    STREAMING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    TIMED_OUT = 5
+    CANCELLED = 6
+
+    @property
+    def terminal(self) -> bool:
+        return self >= ToolStatus.SUCCEEDED
+
+
+# pending → streaming → any terminal state; terminal states share a rank, so the first
+# terminal state to arrive wins and a later, different one is ignored.
+TOOL_RANK = {
+    ToolStatus.PENDING: 0,
+    ToolStatus.STREAMING: 1,
+    ToolStatus.SUCCEEDED: 2,
+    ToolStatus.FAILED: 2,
+    ToolStatus.TIMED_OUT: 2,
+    ToolStatus.CANCELLED: 2,
+}
+
+
+class ItemKind(IntEnum):
+    """The body of a flow item."""
+
+    MESSAGE = 1
+    TOOLS = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    """One tool invocation, keyed by (execution_id, call_id)."""
+
+    call_id: str
+    name: str = ""
+    status: ToolStatus = ToolStatus.PENDING
+    arguments_json: str = ""
+    result_json: str = ""
+    error: str = ""
+    deadline_us: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowItem:
+    """One entry of an execution's flow: text, or a batch of tool calls."""
+
+    seq: int
+    kind: ItemKind
+    timestamp_us: int | None = None
+    text: str = ""
+    calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class App:
+    """An app: the container of a conversation."""
+
+    id: str
+    team_id: str
+    name: str
+    created_us: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """A chat message with its flow (assistant messages only) in seq order."""
+
+    id: str
+    app_id: str
+    role: Role
+    execution_id: str | None
+    content: str
+    status: MessageStatus
+    metadata: Mapping[str, Any]
+    version: int
+    created_us: int
+    updated_us: int
+    cursor: int
+    request_id: str | None = None
+    flow: tuple[FlowItem, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssistantUpsert:
+    """A validated UpsertAssistantMessage request."""
+
+    app_id: str
+    execution_id: str
+    items: tuple[FlowItem, ...] = ()
+    status: MessageStatus | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowChanges:
+    """What an upsert changes in the flow tables (computed by `merge_flow`)."""
+
+    new_items: tuple[FlowItem, ...] = ()
+    grown_texts: tuple[FlowItem, ...] = ()
+    new_calls: tuple[tuple[int, int, ToolCall], ...] = ()  # (seq, position, call)
+    updated_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new_items or self.grown_texts or self.new_calls or self.updated_calls)
+
+
+# --- merge rules ---------------------------------------------------------------------------
+
+
+def merge_tool_call(old: ToolCall, new: ToolCall) -> ToolCall:
+    """The call after `new` arrives on top of `old`; `old` itself when nothing changes.
+
+    A higher-ranked status wins and brings its non-empty fields; a lower one is ignored
+    whole; an equal non-terminal one may only fill fields still empty.
+    """
+    old_rank, new_rank = TOOL_RANK[old.status], TOOL_RANK[new.status]
+    if new_rank < old_rank or (new_rank == old_rank and old.status.terminal):
+        return old
+    if new_rank > old_rank:
+        merged = ToolCall(
+            call_id=old.call_id,
+            name=new.name or old.name,
+            status=new.status,
+            arguments_json=new.arguments_json or old.arguments_json,
+            result_json=new.result_json or old.result_json,
+            error=new.error or old.error,
+            deadline_us=new.deadline_us if new.deadline_us is not None else old.deadline_us,
+        )
+    else:
+        merged = replace(
+            old,
+            name=old.name or new.name,
+            arguments_json=old.arguments_json or new.arguments_json,
+            result_json=old.result_json or new.result_json,
+            error=old.error or new.error,
+            deadline_us=old.deadline_us if old.deadline_us is not None else new.deadline_us,
+        )
+    return old if merged == old else merged
+
+
+def merge_text(old: str, new: str) -> str:
+    """A text part only grows: a shorter (older, out-of-order) copy is ignored."""
+    return new if len(new) > len(old) else old
+
+
+def merge_status(old: MessageStatus, new: MessageStatus | None) -> MessageStatus:
+    """Message status only moves forward: PENDING < PROCESSING < COMPLETED < FAILED."""
+    return old if new is None else max(old, new)
+
+
+def merge_metadata(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Key by key: keys in `new` replace those in `old`, the rest stay."""
+    return {**old, **new}
+
+
+def merge_flow(
+    existing_items: Mapping[int, FlowItem],
+    existing_calls: Mapping[str, ToolCall],
+    call_positions: Mapping[int, int],
+    incoming: Sequence[FlowItem],
+) -> FlowChanges:
+    """Decide what `incoming` changes, given what is stored.
+
+    `existing_items` maps seq to stored item (calls not needed), `existing_calls` maps
+    call_id to stored call, `call_positions` maps a tools item's seq to its number of
+    calls. Raises InvalidArgument if an item contradicts the stored kind at its seq.
+    """
+    new_items: dict[int, FlowItem] = {}
+    grown: dict[int, FlowItem] = {}
+    new_calls: dict[str, tuple[int, int, ToolCall]] = {}
+    updated: dict[str, ToolCall] = {}
+    positions = dict(call_positions)
+    for index, item in enumerate(incoming):
+        stored = existing_items.get(item.seq) or new_items.get(item.seq)
+        if stored is not None and stored.kind != item.kind:
+            raise InvalidArgument(
+                f"seq {item.seq} is already a {stored.kind.name.lower()} item, "
+                f"not a {item.kind.name.lower()} item",
+                field=f"items[{index}]",
+            )
+        if stored is None:
+            new_items[item.seq] = replace(item, calls=())
+        elif item.kind is ItemKind.MESSAGE:
+            base = grown.get(item.seq, stored)
+            text = merge_text(base.text, item.text)
+            if text != base.text:
+                grown[item.seq] = replace(base, text=text)
+        if item.kind is ItemKind.TOOLS:
+            for call in item.calls:
+                _merge_call(item.seq, call, existing_calls, positions, new_calls, updated)
+    return FlowChanges(
+        new_items=tuple(new_items.values()),
+        grown_texts=tuple(grown.values()),
+        new_calls=tuple(new_calls.values()),
+        updated_calls=tuple(updated.values()),
+    )
+
+
+def _merge_call(
+    seq: int,
+    call: ToolCall,
+    existing: Mapping[str, ToolCall],
+    positions: dict[int, int],
+    new_calls: dict[str, tuple[int, int, ToolCall]],
+    updated: dict[str, ToolCall],
+) -> None:
+    if call.call_id in new_calls:
+        first_seq, position, first = new_calls[call.call_id]
+        new_calls[call.call_id] = (first_seq, position, merge_tool_call(first, call))
+        return
+    stored = updated.get(call.call_id) or existing.get(call.call_id)
+    if stored is None:
+        position = positions.get(seq, 0)
+        positions[seq] = position + 1
+        new_calls[call.call_id] = (seq, position, call)
+        return
+    merged = merge_tool_call(stored, call)
+    if merged is not stored:
+        updated[call.call_id] = merged
+
+
+def assemble_content(items: Iterable[FlowItem]) -> str:
+    """The message's content: its text items in seq order, joined by blank lines."""
+    texts = [i.text for i in sorted(items, key=lambda i: i.seq) if i.kind is ItemKind.MESSAGE]
+    return "\n\n".join(t for t in texts if t)
+
+
+def apply_changes(
+    items: Mapping[int, FlowItem],
+    calls: Mapping[str, tuple[int, int, ToolCall]],
+    changes: FlowChanges,
+) -> tuple[dict[int, FlowItem], dict[str, tuple[int, int, ToolCall]]]:
+    """The flow after `changes`: items by seq, calls by id with their (seq, position)."""
+    items_after = dict(items)
+    for item in (*changes.new_items, *changes.grown_texts):
+        items_after[item.seq] = item
+    calls_after = dict(calls)
+    for seq, position, call in changes.new_calls:
+        calls_after[call.call_id] = (seq, position, call)
+    for call in changes.updated_calls:
+        seq, position, _ = calls_after[call.call_id]
+        calls_after[call.call_id] = (seq, position, call)
+    return items_after, calls_after
+
+
+def assemble_flow(
+    items: Mapping[int, FlowItem], calls: Mapping[str, tuple[int, int, ToolCall]]
+) -> tuple[FlowItem, ...]:
+    """Items in seq order, each tools item holding its calls in batch order."""
+    by_seq: dict[int, list[tuple[int, ToolCall]]] = {}
+    for seq, position, call in calls.values():
+        by_seq.setdefault(seq, []).append((position, call))
+    flow = []
+    for seq in sorted(items):
+        item = items[seq]
+        if item.kind is ItemKind.TOOLS:
+            ordered = tuple(c for _, c in sorted(by_seq.get(seq, []), key=lambda pc: pc[0]))
+            item = replace(item, calls=ordered)
+        flow.append(item)
+    return tuple(flow)
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def require_id(value: str, field_name: str, limits: Limits) -> str:
+    """A non-empty identifier within the length limit, without control characters."""
+    if not value:
+        raise InvalidArgument("must not be empty", field=field_name)
+    if len(value) > limits.max_id_length:
+        raise InvalidArgument(
+            f"must be at most {limits.max_id_length} characters, got {len(value)}", field=field_name
+        )
+    if not value.isprintable() or value != value.strip():
+        raise InvalidArgument(
+            "must be printable, without surrounding white space", field=field_name
+        )
+    return value
+
+
+def optional_id(value: str, field_name: str, limits: Limits) -> str | None:
+    """Like `require_id`, but empty means absent."""
+    return require_id(value, field_name, limits) if value else None
+
+
+def require_name(value: str, field_name: str, limits: Limits) -> str:
+    """A non-blank display name within the length limit."""
+    if not value.strip():
+        raise InvalidArgument("must not be empty", field=field_name)
+    if len(value) > limits.max_name_length:
+        raise InvalidArgument(
+            f"must be at most {limits.max_name_length} characters, got {len(value)}",
+            field=field_name,
+        )
+    return value.strip()
+
+
+def check_size(value: str, field_name: str, limit: int) -> None:
+    """Reject text whose UTF-8 encoding exceeds `limit` bytes."""
+    size = len(value.encode())
+    if size > limit:
+        raise LimitExceeded(f"is {size} bytes; the limit is {limit} bytes", field=field_name)
+
+
+def validate_user_content(content: str, limits: Limits) -> str:
+    """A user message must say something, within the size limit."""
+    if not content.strip():
+        raise InvalidArgument("must not be empty", field="content")
+    check_size(content, "content", limits.max_user_content_bytes)
+    return content
+
+
+def validate_upsert(upsert: AssistantUpsert, limits: Limits) -> AssistantUpsert:
+    """Check an upsert against the rules and limits; raises on the first problem."""
+    require_id(upsert.app_id, "app_id", limits)
+    require_id(upsert.execution_id, "execution_id", limits)
+    if len(upsert.items) > limits.max_items_per_upsert:
+        raise LimitExceeded(
+            f"has {len(upsert.items)} items; the limit is {limits.max_items_per_upsert}",
+            field="items",
+        )
+    seen_calls: dict[str, int] = {}
+    for index, item in enumerate(upsert.items):
+        _validate_item(index, item, seen_calls, limits)
+    if upsert.metadata:
+        encoded = json.dumps(upsert.metadata, separators=(",", ":"), allow_nan=False)
+        check_size(encoded, "metadata", limits.max_metadata_bytes)
+    return upsert
+
+
+def _validate_item(index: int, item: FlowItem, seen_calls: dict[str, int], limits: Limits) -> None:
+    where = f"items[{index}]"
+    if item.seq < 1:
+        raise InvalidArgument(f"seq must be at least 1, got {item.seq}", field=f"{where}.seq")
+    if item.timestamp_us is not None and item.timestamp_us <= 0:
+        raise InvalidArgument("timestamp must be after the epoch", field=f"{where}.timestamp")
+    if item.kind is ItemKind.MESSAGE:
+        check_size(item.text, f"{where}.message.text", limits.max_text_bytes)
+        return
+    if len(item.calls) > limits.max_calls_per_batch:
+        raise LimitExceeded(
+            f"has {len(item.calls)} calls; the limit is {limits.max_calls_per_batch}",
+            field=f"{where}.tools.calls",
+        )
+    for c_index, call in enumerate(item.calls):
+        at = f"{where}.tools.calls[{c_index}]"
+        require_id(call.call_id, f"{at}.call_id", limits)
+        previous_seq = seen_calls.setdefault(call.call_id, item.seq)
+        if previous_seq != item.seq:
+            raise InvalidArgument(
+                f"call {call.call_id!r} appears under seq {previous_seq} and seq {item.seq}",
+                field=f"{at}.call_id",
+            )
+        if len(call.name) > limits.max_name_length:
+            raise InvalidArgument(
+                f"must be at most {limits.max_name_length} characters", field=f"{at}.name"
+            )
+        check_size(call.arguments_json, f"{at}.arguments_json", limits.max_json_bytes)
+        check_size(call.result_json, f"{at}.result_json", limits.max_json_bytes)
+        check_size(call.error, f"{at}.error", limits.max_json_bytes)
+
+
+def json_safe(value: Any) -> Any:
+    """Metadata as it will be stored: NaN and infinities are not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument("numbers must be finite", field="metadata")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value

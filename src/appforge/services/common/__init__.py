@@ -1,0 +1,1 @@
+"""What two or more services truly share: settings, database, bus, clock, server bootstrap."""

@@ -1,0 +1,227 @@
+"""Fan-out of change events: Redis pub/sub across processes, or in-process.
+
+A subscription yields message payloads (bytes) or `None`. `None` means "you may have
+missed something" (a slow consumer's queue overflowed, or the Redis connection was lost
+and re-established): the consumer must resynchronise from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from appforge.services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+QUEUE_SIZE = 1024
+RESYNC: None = None
+
+
+class Subscription:
+    """A bounded queue of payloads for one subscriber of one channel."""
+
+    def __init__(self, channel: str, size: int = QUEUE_SIZE) -> None:
+        self.channel = channel
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=size)
+
+    def deliver(self, payload: bytes | None) -> None:
+        """Queue a payload; on overflow, replace the backlog by one resync marker."""
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(RESYNC)
+
+    async def get(self) -> bytes | None:
+        """The next payload, or `None` when the subscriber must resynchronise."""
+        return await self._queue.get()
+
+    def __aiter__(self) -> AsyncIterator[bytes | None]:
+        return self
+
+    async def __anext__(self) -> bytes | None:
+        return await self.get()
+
+
+class Bus(Protocol):
+    """Publish bytes on a channel; subscribe to a channel."""
+
+    async def publish(self, channel: str, payload: bytes) -> None: ...
+
+    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+
+    async def close(self) -> None: ...
+
+
+class _LocalFanout:
+    """The subscriber registry both buses share."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+
+    def add(self, sub: Subscription) -> bool:
+        """Register; True when this is the channel's first local subscriber."""
+        subs = self._subscribers.setdefault(sub.channel, set())
+        subs.add(sub)
+        return len(subs) == 1
+
+    def remove(self, sub: Subscription) -> bool:
+        """Unregister; True when the channel has no local subscriber left."""
+        subs = self._subscribers.get(sub.channel)
+        if subs is None:
+            return False
+        subs.discard(sub)
+        if not subs:
+            del self._subscribers[sub.channel]
+            return True
+        return False
+
+    def deliver(self, channel: str, payload: bytes | None) -> None:
+        for sub in tuple(self._subscribers.get(channel, ())):
+            sub.deliver(payload)
+
+    def deliver_all(self, payload: bytes | None) -> None:
+        for channel in tuple(self._subscribers):
+            self.deliver(channel, payload)
+
+    def channels(self) -> list[str]:
+        return list(self._subscribers)
+
+
+class InProcessBus:
+    """Fan-out within one process (the embedded default)."""
+
+    def __init__(self) -> None:
+        self._fanout = _LocalFanout()
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        self._fanout.deliver(channel, payload)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(channel)
+        self._fanout.add(sub)
+        try:
+            yield sub
+        finally:
+            self._fanout.remove(sub)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisBus:
+    """Fan-out across processes through Redis pub/sub.
+
+    One Redis connection carries every subscription of the process; a reader task routes
+    messages to local subscribers. `subscribe` returns only once Redis has confirmed the
+    subscription, so nothing published afterwards can be missed. When the connection
+    drops, the reader reconnects, resubscribes and tells every subscriber to resync.
+    """
+
+    def __init__(self, url: str, *, reconnect_delay: float = 0.5) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._fanout = _LocalFanout()
+        self._reconnect_delay = reconnect_delay
+        self._pubsub = self._redis.pubsub()
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        await self._redis.publish(channel, payload)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(channel)
+        async with self._lock:
+            if self._fanout.add(sub):
+                confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+                await self._pubsub.subscribe(channel)
+                self._ensure_reader()
+            else:
+                confirmed = self._confirmed[channel]
+        try:
+            await asyncio.wait_for(confirmed.wait(), timeout=10)
+            yield sub
+        finally:
+            async with self._lock:
+                if self._fanout.remove(sub):
+                    self._confirmed.pop(channel, None)
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.unsubscribe(channel)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
+
+    async def _read_forever(self) -> None:
+        while not self._closed:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._recover(exc)
+                continue
+            if message is None:
+                continue
+            self._route(message)
+
+    def _route(self, message: dict[str, object]) -> None:
+        channel = message.get("channel")
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        kind = message.get("type")
+        if kind == "subscribe":
+            event = self._confirmed.get(name)
+            if event is not None:
+                event.set()
+        elif kind == "message":
+            data = message.get("data")
+            if isinstance(data, bytes):
+                self._fanout.deliver(name, data)
+
+    async def _recover(self, exc: Exception) -> None:
+        log.warning("redis_bus_disconnected", error=repr(exc))
+        while not self._closed:
+            await asyncio.sleep(self._reconnect_delay)
+            try:
+                async with self._lock:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    self._pubsub = self._redis.pubsub()
+                    channels = self._fanout.channels()
+                    if channels:
+                        await self._pubsub.subscribe(*channels)
+                # Anything published while we were away is lost on the wire: resync.
+                self._fanout.deliver_all(RESYNC)
+                log.info("redis_bus_reconnected", channels=len(channels))
+                return
+            except Exception as retry_exc:
+                log.warning("redis_bus_reconnect_failed", error=repr(retry_exc))
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(await self._redis.ping())
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+
+
+def create_bus(redis_url: str) -> Bus:
+    """Redis when a URL is given, else the in-process bus."""
+    return RedisBus(redis_url) if redis_url else InProcessBus()

@@ -1,0 +1,10 @@
+"""Every Redis key and channel name appforge uses is built here."""
+
+from __future__ import annotations
+
+PREFIX = "appforge"
+
+
+def app_changes_channel(app_id: str) -> str:
+    """Pub/sub channel carrying every change to the messages of one app."""
+    return f"{PREFIX}:chat:app:{app_id}:changes"
