@@ -1,0 +1,118 @@
+"""Services as separate OS processes (`appforge serve …`) on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(kw_only=True)
+class ServiceProcess:
+    """One `appforge serve` process."""
+
+    name: str
+    address: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+
+async def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the health service says SERVING (bounded; fails fast if the process died)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"service at {address} exited with {process.returncode}")
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if loop.time() > deadline:
+                raise AssertionError(f"service at {address} not SERVING within {timeout}s")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def service_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of every service process: the run's PostgreSQL database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPFORGE_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        APPFORGE_DATA_DIR=str(tmp_path_factory.mktemp("data")),
+        APPFORGE_LOG_LEVEL="WARNING",
+        APPFORGE_SHUTDOWN_GRACE="2",
+        APPFORGE_WATCH_POLL_INTERVAL="2",
+    )
+    return env
+
+
+Spawn = Callable[..., "asyncio.Future[ServiceProcess] | object"]
+
+
+@pytest_asyncio.fixture
+async def spawn(
+    service_env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[Callable[[str], asyncio.Task[ServiceProcess]]]:
+    """Start `appforge serve SERVICE` processes; all are stopped after the test."""
+    started: list[ServiceProcess] = []
+
+    async def start(service: str) -> ServiceProcess:
+        port = free_port()
+        log_path = tmp_path / f"{service}-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "appforge.cli", "serve", service, "--port", str(port)],
+                env=service_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        handle = ServiceProcess(name=service, address=f"127.0.0.1:{port}", process=process, log_path=log_path)
+        started.append(handle)
+        await wait_serving(handle.address, process)
+        return handle
+
+    def spawn_one(service: str) -> asyncio.Task[ServiceProcess]:
+        return asyncio.ensure_future(start(service))
+
+    yield spawn_one
+    for handle in started:
+        handle.terminate()
+
+
+@pytest.fixture
+def chat_pair_ports() -> Iterator[tuple[int, int]]:
+    yield free_port(), free_port()

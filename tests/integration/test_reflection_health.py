@@ -1,0 +1,87 @@
+"""What grpcurl relies on: server reflection, and the standard health service."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool, json_format, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from appforge.api.chat.v1 import chat_pb2
+from tests.integration.conftest import ChatHandle, start_chat, stop_chat
+
+CHAT = "appforge.chat.v1.ChatService"
+
+
+def _grpcurl_like_upsert(address: str, app_id: str, execution_id: str) -> dict[str, Any]:
+    """List services and call UpsertAssistantMessage knowing nothing but reflection."""
+    with grpc.insecure_channel(address) as channel:
+        reflection_db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(reflection_db.get_services())
+        pool = descriptor_pool.DescriptorPool(reflection_db)
+        method = pool.FindServiceByName(CHAT).FindMethodByName("UpsertAssistantMessage")
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        request = json_format.ParseDict(
+            {
+                "appId": app_id,
+                "executionId": execution_id,
+                "items": [
+                    {"seq": "1", "tools": {"calls": [{"callId": "c1", "name": "write_file", "status": "TOOL_STATUS_SUCCEEDED"}]}},
+                    {"seq": "2", "message": {"text": "Wrote index.html"}},
+                ],
+                "status": "MESSAGE_STATUS_COMPLETED",
+                "metadata": {"source": "grpcurl"},
+            },
+            request_cls(),
+        )
+        rpc = channel.unary_unary(
+            f"/{CHAT}/UpsertAssistantMessage",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        response = rpc(request, timeout=10)
+        return {"services": services, "response": json_format.MessageToDict(response)}
+
+
+async def test_reflection_lists_services_and_drives_a_call(chat: ChatHandle) -> None:
+    app = await chat.stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name=f"refl-{uuid.uuid4().hex[:8]}"))
+    execution_id = str(uuid.uuid4())
+    result = await asyncio.to_thread(_grpcurl_like_upsert, chat.address, app.id, execution_id)
+    assert {CHAT, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= result["services"]
+    response = result["response"]
+    assert response["executionId"] == execution_id
+    assert response["status"] == "MESSAGE_STATUS_COMPLETED"
+    assert response["content"] == "Wrote index.html"
+    assert response["metadata"] == {"source": "grpcurl"}
+    stored = await chat.stub.GetMessageByExecution(chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id))
+    assert [i.seq for i in stored.flow] == [1, 2]
+
+
+async def test_health_serving_then_not_serving_during_shutdown(
+    backend: tuple[str, str, str | None],
+) -> None:
+    handle = await start_chat(*backend)
+    health = health_pb2_grpc.HealthStub(handle.channel)
+    for service in ("", CHAT):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=CHAT))
+    first = await asyncio.wait_for(watch.read(), 5)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.create_task(stop_chat_server_only(handle))
+    second = await asyncio.wait_for(watch.read(), 5)
+    assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await asyncio.wait_for(stopping, 10)
+    watch.cancel()
+    await stop_chat(handle)
+
+
+async def stop_chat_server_only(handle: ChatHandle) -> None:
+    await handle.runtime.server.stop()
