@@ -64,7 +64,9 @@ def _engine_reachable() -> bool:
 def _tcp_open(url: str, default_port: int) -> bool:
     parts = urlsplit(url.replace("+asyncpg", ""))
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
@@ -82,7 +84,9 @@ def _containers() -> Iterator[Infra]:
             from testcontainers.redis import RedisContainer
     pg_image = os.environ.get("APPFORGE_TEST_POSTGRES_IMAGE") or "postgres:16-alpine"
     redis_image = os.environ.get("APPFORGE_TEST_REDIS_IMAGE") or "redis:7-alpine"
-    postgres = PostgresContainer(pg_image, username="postgres", password="postgres", dbname="postgres", driver=None)
+    postgres = PostgresContainer(
+        pg_image, username="postgres", password="postgres", dbname="postgres", driver=None
+    )
     redis = RedisContainer(redis_image)
     with postgres, redis:
         pg_host, pg_port = postgres.get_container_host_ip(), postgres.get_exposed_port(5432)
@@ -101,10 +105,15 @@ def infra() -> Iterator[Infra]:
         with _containers() as found:
             yield found
         return
-    admin_url = os.environ.get("TEST_DATABASE_URL") or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    admin_url = (
+        os.environ.get("TEST_DATABASE_URL")
+        or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    )
     redis_url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
     if not _tcp_open(admin_url, 5432):
-        _unavailable(f"no container engine and no PostgreSQL at {make_url(admin_url).render_as_string()}")
+        _unavailable(
+            f"no container engine and no PostgreSQL at {make_url(admin_url).render_as_string()}"
+        )
     if not _tcp_open(redis_url, 6379):
         _unavailable(f"no container engine and no Redis at {redis_url}")
     yield Infra(admin_url=admin_url, redis_url=redis_url, source="local")

@@ -25,7 +25,9 @@ def tools_item(seq: int, *calls: flow_pb2.ToolCall, **kwargs: Any) -> flow_pb2.F
     return flow_pb2.FlowItem(seq=seq, tools=flow_pb2.ToolBatch(calls=list(calls)), **kwargs)
 
 
-def call(call_id: str, status: int = flow_pb2.TOOL_STATUS_PENDING, **kwargs: Any) -> flow_pb2.ToolCall:
+def call(
+    call_id: str, status: int = flow_pb2.TOOL_STATUS_PENDING, **kwargs: Any
+) -> flow_pb2.ToolCall:
     return flow_pb2.ToolCall(call_id=call_id, status=status, **kwargs)  # type: ignore[arg-type]
 
 
@@ -38,7 +40,9 @@ def upsert(
 
 
 def calls_by_id(message: chat_pb2.ChatMessage) -> dict[str, flow_pb2.ToolCall]:
-    return {c.call_id: c for item in message.flow if item.HasField("tools") for c in item.tools.calls}
+    return {
+        c.call_id: c for item in message.flow if item.HasField("tools") for c in item.tools.calls
+    }
 
 
 async def table_counts(engine: AsyncEngine) -> dict[str, int]:
@@ -54,7 +58,9 @@ class Watcher:
     """Reads a WatchApp stream in the background into a queue."""
 
     def __init__(self, stub: chat_pb2_grpc.ChatServiceStub, app_id: str, after_cursor: int = 0):
-        self.call = stub.WatchApp(chat_pb2.WatchAppRequest(app_id=app_id, after_cursor=after_cursor))
+        self.call = stub.WatchApp(
+            chat_pb2.WatchAppRequest(app_id=app_id, after_cursor=after_cursor)
+        )
         self.events: asyncio.Queue[chat_pb2.MessageEvent] = asyncio.Queue()
         self.last_cursor = after_cursor
         self._task = asyncio.create_task(self._pump())

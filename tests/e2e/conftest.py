@@ -47,7 +47,9 @@ class ServiceProcess:
             return self.process.wait(5)
 
 
-async def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+async def wait_serving(
+    address: str, process: subprocess.Popen[bytes], timeout: float = 30.0
+) -> None:
     """Until the health service says SERVING (bounded; fails fast if the process died)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -57,7 +59,9 @@ async def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: 
             if process.poll() is not None:
                 raise AssertionError(f"service at {address} exited with {process.returncode}")
             with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             if loop.time() > deadline:
@@ -66,9 +70,15 @@ async def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: 
 
 
 @pytest.fixture(scope="session")
-def service_env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def service_env(
+    pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """Environment of every service process: the run's PostgreSQL database and Redis."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPFORGE_", "DATABASE_URL", "REDIS_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("APPFORGE_", "DATABASE_URL", "REDIS_URL"))
+    }
     env.update(
         DATABASE_URL=pg_url,
         REDIS_URL=redis_url,
@@ -100,7 +110,9 @@ async def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        handle = ServiceProcess(name=service, address=f"127.0.0.1:{port}", process=process, log_path=log_path)
+        handle = ServiceProcess(
+            name=service, address=f"127.0.0.1:{port}", process=process, log_path=log_path
+        )
         started.append(handle)
         await wait_serving(handle.address, process)
         return handle

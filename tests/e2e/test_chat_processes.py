@@ -26,17 +26,28 @@ async def _stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServi
     return channel, chat_pb2_grpc.ChatServiceStub(channel)
 
 
-async def test_four_processes_fifty_concurrent_upserts_two_servers_one_message(spawn, pg_url: str) -> None:
+async def test_four_processes_fifty_concurrent_upserts_two_servers_one_message(
+    spawn, pg_url: str
+) -> None:
     server_a, server_b = await asyncio.gather(spawn("chat"), spawn("chat"))
     channel, stub = await _stub(server_a.address)
-    app = await stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name=f"conc-{uuid.uuid4().hex[:8]}"))
+    app = await stub.CreateApp(
+        chat_pb2.CreateAppRequest(team_id="t", name=f"conc-{uuid.uuid4().hex[:8]}")
+    )
     execution_id = str(uuid.uuid4())
     worker = Path(__file__).with_name("upsert_worker.py")
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(worker), str(w), str(CALLS), app.id, execution_id,
-            server_a.address, server_b.address,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            str(worker),
+            str(w),
+            str(CALLS),
+            app.id,
+            execution_id,
+            server_a.address,
+            server_b.address,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for w in range(WORKERS)
     ]
@@ -49,7 +60,9 @@ async def test_four_processes_fifty_concurrent_upserts_two_servers_one_message(s
     assert len({i for r in reports for i in r["message_ids"]}) == 1
 
     total = WORKERS * CALLS
-    message = await stub.GetMessageByExecution(chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id))
+    message = await stub.GetMessageByExecution(
+        chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)
+    )
     assert [i.seq for i in message.flow] == list(range(1, total + 1))
     assert [i.timestamp.ToMicroseconds() for i in message.flow] == [
         1_800_000_000_000_000 + s for s in range(1, total + 1)
@@ -82,7 +95,9 @@ async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect
     server_a, server_b = await asyncio.gather(spawn("chat"), spawn("chat"))
     channel_a, stub_a = await _stub(server_a.address)
     channel_b, stub_b = await _stub(server_b.address)
-    app = await stub_a.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name=f"fan-{uuid.uuid4().hex[:8]}"))
+    app = await stub_a.CreateApp(
+        chat_pb2.CreateAppRequest(team_id="t", name=f"fan-{uuid.uuid4().hex[:8]}")
+    )
     execution_id = str(uuid.uuid4())
     async with watching(stub_b, app.id) as watcher:
         await stub_a.UpsertAssistantMessage(upsert(app.id, execution_id, text_item(1, "from A")))
@@ -91,7 +106,9 @@ async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect
         last = watcher.last_cursor
     # Cut off: three changes happen through A while nobody watches.
     await stub_a.UpsertAssistantMessage(upsert(app.id, execution_id, text_item(2, "while away")))
-    user = await stub_a.PostUserMessage(chat_pb2.PostUserMessageRequest(app_id=app.id, content="next"))
+    user = await stub_a.PostUserMessage(
+        chat_pb2.PostUserMessageRequest(app_id=app.id, content="next")
+    )
     await stub_a.UpsertAssistantMessage(
         upsert(app.id, execution_id, status=chat_pb2.MESSAGE_STATUS_COMPLETED)
     )
@@ -102,7 +119,9 @@ async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect
         assert second.message.content == "from A\n\nwhile away"
         assert second.message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
         # …and live changes through A keep arriving on B.
-        await stub_a.UpsertAssistantMessage(upsert(app.id, execution_id, text_item(3, "live again")))
+        await stub_a.UpsertAssistantMessage(
+            upsert(app.id, execution_id, text_item(3, "live again"))
+        )
         live = await again.next()
         assert live.cursor == second.cursor + 1 and live.message.content.endswith("live again")
     await channel_a.close()
@@ -114,8 +133,12 @@ async def test_sigterm_reports_not_serving_then_exits_cleanly(spawn) -> None:
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service="appforge.chat.v1.ChatService"))
-        assert (await asyncio.wait_for(watch.read(), 5)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            await asyncio.wait_for(watch.read(), 5)
+        ).status == health_pb2.HealthCheckResponse.SERVING
         server.process.send_signal(signal.SIGTERM)
-        assert (await asyncio.wait_for(watch.read(), 5)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            await asyncio.wait_for(watch.read(), 5)
+        ).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
     assert await asyncio.to_thread(server.process.wait, 15) == 0

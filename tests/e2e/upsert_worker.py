@@ -42,7 +42,9 @@ def item(seq: int, *, final: bool) -> flow_pb2.FlowItem:
     return out
 
 
-async def main(worker: int, calls: int, app_id: str, execution_id: str, addresses: list[str]) -> None:
+async def main(
+    worker: int, calls: int, app_id: str, execution_id: str, addresses: list[str]
+) -> None:
     rng = random.Random(worker)
     total = 4 * calls
     channels = [grpc.aio.insecure_channel(a) for a in addresses]

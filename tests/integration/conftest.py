@@ -60,7 +60,11 @@ def backend(
 ) -> tuple[str, str, str | None]:
     """(name, DATABASE_URL, REDIS_URL or None) of each backend the suite runs on."""
     if request.param == "postgres":
-        return request.param, request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
+        return (
+            request.param,
+            request.getfixturevalue("pg_url"),
+            request.getfixturevalue("redis_url"),
+        )
     path: Path = tmp_path_factory.mktemp("embedded") / "appforge.db"
     return request.param, f"sqlite+aiosqlite:///{path}", None
 

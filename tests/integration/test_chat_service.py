@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
-from tests.helpers import calls_by_id, call, text_item, tools_item, upsert, watching
+from tests.helpers import call, calls_by_id, text_item, tools_item, upsert, watching
 from tests.integration.conftest import ChatHandle, NewApp
 
 SUCCEEDED = flow_pb2.TOOL_STATUS_SUCCEEDED
@@ -32,9 +32,13 @@ async def test_create_and_get_app(chat: ChatHandle) -> None:
     assert other.id != app.id
 
 
-async def test_post_user_message_is_idempotent_by_request_id(chat: ChatHandle, new_app: NewApp) -> None:
+async def test_post_user_message_is_idempotent_by_request_id(
+    chat: ChatHandle, new_app: NewApp
+) -> None:
     app = await new_app()
-    request = chat_pb2.PostUserMessageRequest(app_id=app.id, content="build a calculator", request_id="r-1")
+    request = chat_pb2.PostUserMessageRequest(
+        app_id=app.id, content="build a calculator", request_id="r-1"
+    )
     first, *twins = await asyncio.gather(*(chat.stub.PostUserMessage(request) for _ in range(10)))
     assert all(t.id == first.id for t in twins)
     assert first.role == chat_pb2.ROLE_USER and first.content == "build a calculator"
@@ -97,12 +101,22 @@ async def test_out_of_order_delivery_never_regresses(
     app = await new_app()
     done = call("c1", SUCCEEDED, name="write_file", result_json='{"bytes":10}')
     await chat.stub.UpsertAssistantMessage(
-        upsert(app.id, execution_id, tools_item(1, done), text_item(2, "All files written"),
-               status=chat_pb2.MESSAGE_STATUS_COMPLETED)
+        upsert(
+            app.id,
+            execution_id,
+            tools_item(1, done),
+            text_item(2, "All files written"),
+            status=chat_pb2.MESSAGE_STATUS_COMPLETED,
+        )
     )
     late = await chat.stub.UpsertAssistantMessage(
-        upsert(app.id, execution_id, tools_item(1, call("c1", STREAMING)), text_item(2, "All"),
-               status=chat_pb2.MESSAGE_STATUS_PROCESSING)
+        upsert(
+            app.id,
+            execution_id,
+            tools_item(1, call("c1", STREAMING)),
+            text_item(2, "All"),
+            status=chat_pb2.MESSAGE_STATUS_PROCESSING,
+        )
     )
     assert calls_by_id(late)["c1"].status == SUCCEEDED
     assert calls_by_id(late)["c1"].result_json == '{"bytes":10}'
@@ -128,7 +142,12 @@ async def test_text_only_grows_and_metadata_merges_key_by_key(
         upsert(app.id, execution_id, text_item(1, "Build"), metadata=_struct(a=1, b="x"))
     )
     grown = await chat.stub.UpsertAssistantMessage(
-        upsert(app.id, execution_id, text_item(1, "Building the calculator"), metadata=_struct(b="y", c=True))
+        upsert(
+            app.id,
+            execution_id,
+            text_item(1, "Building the calculator"),
+            metadata=_struct(b="y", c=True),
+        )
     )
     assert grown.content == "Building the calculator"
     assert dict(grown.metadata) == {"a": 1.0, "b": "y", "c": True}
@@ -139,12 +158,16 @@ async def test_tool_calls_of_one_batch_complete_independently(
 ) -> None:
     app = await new_app()
     ids = [f"c{n}" for n in range(8)]
-    await chat.stub.UpsertAssistantMessage(upsert(app.id, execution_id, tools_item(1, *(call(i) for i in ids))))
+    await chat.stub.UpsertAssistantMessage(
+        upsert(app.id, execution_id, tools_item(1, *(call(i) for i in ids)))
+    )
     # Every call completes concurrently, each in its own request: none may be lost.
     await asyncio.gather(
         *(
             chat.stub.UpsertAssistantMessage(
-                upsert(app.id, execution_id, tools_item(1, call(i, SUCCEEDED, result_json=f'"{i}"')))
+                upsert(
+                    app.id, execution_id, tools_item(1, call(i, SUCCEEDED, result_json=f'"{i}"'))
+                )
             )
             for i in ids
         )
@@ -186,7 +209,11 @@ async def test_sender_stamps_are_kept(chat: ChatHandle, new_app: NewApp, executi
 async def test_list_messages_pages_in_a_stable_order(chat: ChatHandle, new_app: NewApp) -> None:
     app = await new_app()
     posted = [
-        (await chat.stub.PostUserMessage(chat_pb2.PostUserMessageRequest(app_id=app.id, content=f"m{n}"))).id
+        (
+            await chat.stub.PostUserMessage(
+                chat_pb2.PostUserMessageRequest(app_id=app.id, content=f"m{n}")
+            )
+        ).id
         for n in range(7)
     ]
     seen: list[str] = []
@@ -204,9 +231,13 @@ async def test_list_messages_pages_in_a_stable_order(chat: ChatHandle, new_app: 
     assert seen == posted and pages == 3
 
 
-async def test_watch_replays_then_streams_live(chat: ChatHandle, new_app: NewApp, execution_id: str) -> None:
+async def test_watch_replays_then_streams_live(
+    chat: ChatHandle, new_app: NewApp, execution_id: str
+) -> None:
     app = await new_app()
-    user = await chat.stub.PostUserMessage(chat_pb2.PostUserMessageRequest(app_id=app.id, content="hi"))
+    user = await chat.stub.PostUserMessage(
+        chat_pb2.PostUserMessageRequest(app_id=app.id, content="hi")
+    )
     async with watching(chat.stub, app.id) as watcher:
         replayed = await watcher.next()
         assert replayed.message.id == user.id and replayed.cursor == 1
@@ -229,7 +260,9 @@ async def test_watcher_reconnecting_with_its_cursor_misses_nothing(
     await chat.stub.UpsertAssistantMessage(
         upsert(app.id, execution_id, status=chat_pb2.MESSAGE_STATUS_COMPLETED)
     )
-    user = await chat.stub.PostUserMessage(chat_pb2.PostUserMessageRequest(app_id=app.id, content="more"))
+    user = await chat.stub.PostUserMessage(
+        chat_pb2.PostUserMessageRequest(app_id=app.id, content="more")
+    )
     async with watching(chat.stub, app.id, after_cursor=last_cursor) as again:
         first, second = await again.next(), await again.next()
         assistant = first.message

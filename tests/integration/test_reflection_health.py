@@ -33,7 +33,18 @@ def _grpcurl_like_upsert(address: str, app_id: str, execution_id: str) -> dict[s
                 "appId": app_id,
                 "executionId": execution_id,
                 "items": [
-                    {"seq": "1", "tools": {"calls": [{"callId": "c1", "name": "write_file", "status": "TOOL_STATUS_SUCCEEDED"}]}},
+                    {
+                        "seq": "1",
+                        "tools": {
+                            "calls": [
+                                {
+                                    "callId": "c1",
+                                    "name": "write_file",
+                                    "status": "TOOL_STATUS_SUCCEEDED",
+                                }
+                            ]
+                        },
+                    },
                     {"seq": "2", "message": {"text": "Wrote index.html"}},
                 ],
                 "status": "MESSAGE_STATUS_COMPLETED",
@@ -51,16 +62,22 @@ def _grpcurl_like_upsert(address: str, app_id: str, execution_id: str) -> dict[s
 
 
 async def test_reflection_lists_services_and_drives_a_call(chat: ChatHandle) -> None:
-    app = await chat.stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name=f"refl-{uuid.uuid4().hex[:8]}"))
+    app = await chat.stub.CreateApp(
+        chat_pb2.CreateAppRequest(team_id="t", name=f"refl-{uuid.uuid4().hex[:8]}")
+    )
     execution_id = str(uuid.uuid4())
     result = await asyncio.to_thread(_grpcurl_like_upsert, chat.address, app.id, execution_id)
-    assert {CHAT, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= result["services"]
+    assert {CHAT, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= result[
+        "services"
+    ]
     response = result["response"]
     assert response["executionId"] == execution_id
     assert response["status"] == "MESSAGE_STATUS_COMPLETED"
     assert response["content"] == "Wrote index.html"
     assert response["metadata"] == {"source": "grpcurl"}
-    stored = await chat.stub.GetMessageByExecution(chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id))
+    stored = await chat.stub.GetMessageByExecution(
+        chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)
+    )
     assert [i.seq for i in stored.flow] == [1, 2]
 
 

@@ -1,0 +1,46 @@
+# The two commands: `make run` and `make test`. Each sets up what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint unit integration e2e protos bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the chat service on the embedded default (SQLite in ./.appforge, in-process bus), port 50051
+run: $(STAMP)
+	$(BIN)/appforge serve chat
+
+## test: generated-code drift, lint, types, then every suite (what .ci/run calls)
+test: lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+## protos: regenerate src/appforge/api from protos/
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/chat_upsert.py
+
+clean:
+	rm -rf $(VENV) .appforge .mypy_cache .ruff_cache .pytest_cache
