@@ -173,3 +173,13 @@ async def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _engine_reachable():
+        images = (
+            os.environ.get("APPFORGE_TEST_POSTGRES_IMAGE") or "postgres:16-alpine",
+            os.environ.get("APPFORGE_TEST_REDIS_IMAGE") or "redis:7-alpine",
+        )
+        return f"appforge infra: testcontainers ({', '.join(images)})"
+    return "appforge infra: local servers (TEST_DATABASE_URL / TEST_REDIS_URL or 127.0.0.1)"

@@ -12,6 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
+from appforge.services.common.errors import Unavailable
 from appforge.services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -123,10 +126,13 @@ class RedisBus:
     drops, the reader reconnects, resubscribes and tells every subscriber to resync.
     """
 
-    def __init__(self, url: str, *, reconnect_delay: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, reconnect_delay: float = 0.5, subscribe_timeout: float = 5.0
+    ) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=subscribe_timeout)
+        self._subscribe_timeout = subscribe_timeout
         self._fanout = _LocalFanout()
         self._reconnect_delay = reconnect_delay
         self._pubsub = self._redis.pubsub()
@@ -136,20 +142,29 @@ class RedisBus:
         self._closed = False
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        await self._redis.publish(channel, payload)
+        try:
+            await self._redis.publish(channel, payload)
+        except (OSError, RedisError) as exc:
+            raise Unavailable(f"redis unavailable while publishing: {exc!r}") from exc
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         sub = Subscription(channel)
-        async with self._lock:
-            if self._fanout.add(sub):
-                confirmed = self._confirmed.setdefault(channel, asyncio.Event())
-                await self._pubsub.subscribe(channel)
-                self._ensure_reader()
-            else:
-                confirmed = self._confirmed[channel]
         try:
-            await asyncio.wait_for(confirmed.wait(), timeout=10)
+            async with self._lock:
+                if self._fanout.add(sub):
+                    confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+                    await self._pubsub.subscribe(channel)
+                    self._ensure_reader()
+                else:
+                    confirmed = self._confirmed[channel]
+            await asyncio.wait_for(confirmed.wait(), timeout=self._subscribe_timeout)
+        except (OSError, RedisError, TimeoutError) as exc:
+            async with self._lock:
+                if self._fanout.remove(sub):
+                    self._confirmed.pop(channel, None)
+            raise Unavailable(f"redis unavailable while subscribing: {exc!r}") from exc
+        try:
             yield sub
         finally:
             async with self._lock:
@@ -163,7 +178,8 @@ class RedisBus:
             self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
 
     async def _read_forever(self) -> None:
-        while not self._closed:
+        # Ends when nobody listens; the next subscribe starts a new reader.
+        while not self._closed and self._fanout.channels():
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
