@@ -145,6 +145,15 @@ def _item_from_proto(item: flow_pb2.FlowItem, where: str) -> FlowItem:
     return FlowItem(seq=item.seq, kind=ItemKind.TOOLS, timestamp_us=stamp, calls=calls)
 
 
+def _metadata(request: chat_pb2.UpsertAssistantMessageRequest) -> dict[str, Any]:
+    try:
+        values = json_format.MessageToDict(request.metadata)
+    except ValueError:  # NaN and infinities cannot be JSON
+        raise InvalidArgument("numbers must be finite", field="metadata") from None
+    result: dict[str, Any] = json_safe(values)
+    return result
+
+
 def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> AssistantUpsert:
     """A request as a domain upsert; structural problems raise InvalidArgument."""
     items = []
@@ -160,11 +169,7 @@ def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> Assist
         if request.status == chat_pb2.MESSAGE_STATUS_UNSPECIFIED
         else _status(request.status, MessageStatus, "status")
     )
-    metadata = (
-        json_safe(json_format.MessageToDict(request.metadata))
-        if request.HasField("metadata")
-        else {}
-    )
+    metadata = _metadata(request) if request.HasField("metadata") else {}
     return AssistantUpsert(
         app_id=request.app_id,
         execution_id=request.execution_id,

@@ -153,11 +153,13 @@ class FlowChanges:
 def merge_tool_call(old: ToolCall, new: ToolCall) -> ToolCall:
     """The call after `new` arrives on top of `old`; `old` itself when nothing changes.
 
-    A higher-ranked status wins and brings its non-empty fields; a lower one is ignored
-    whole; an equal non-terminal one may only fill fields still empty.
+    A higher-ranked status wins and brings its non-empty fields. Any other write may only
+    fill fields still empty (a late PENDING still delivers the name and arguments a
+    SUCCEEDED write lacked), except a different terminal state, which is ignored whole:
+    the first terminal state wins.
     """
     old_rank, new_rank = TOOL_RANK[old.status], TOOL_RANK[new.status]
-    if new_rank < old_rank or (new_rank == old_rank and old.status.terminal):
+    if old.status.terminal and new.status.terminal and new.status != old.status:
         return old
     if new_rank > old_rank:
         merged = ToolCall(
@@ -366,7 +368,10 @@ def validate_upsert(upsert: AssistantUpsert, limits: Limits) -> AssistantUpsert:
     for index, item in enumerate(upsert.items):
         _validate_item(index, item, seen_calls, limits)
     if upsert.metadata:
-        encoded = json.dumps(upsert.metadata, separators=(",", ":"), allow_nan=False)
+        try:
+            encoded = json.dumps(upsert.metadata, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"is not JSON: {exc}", field="metadata") from None
         check_size(encoded, "metadata", limits.max_metadata_bytes)
     return upsert
 

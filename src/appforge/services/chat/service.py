@@ -173,7 +173,12 @@ def _encode_page_token(app_id: str, last: Message) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_PAGE_TOKEN = 512
+
+
 def _decode_page_token(token: str, app_id: str) -> tuple[int, str]:
+    if len(token) > MAX_PAGE_TOKEN:
+        raise InvalidArgument("is not a page token of this app", field="page_token")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         token_app, created_us, message_id = json.loads(raw)
@@ -183,6 +188,6 @@ def _decode_page_token(token: str, app_id: str) -> tuple[int, str]:
             or not isinstance(message_id, str)
         ):
             raise ValueError(token)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError, RecursionError, binascii.Error, json.JSONDecodeError):
         raise InvalidArgument("is not a page token of this app", field="page_token") from None
     return created_us, message_id

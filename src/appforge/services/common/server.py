@@ -165,9 +165,12 @@ class GrpcServer:
             ],
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpc raises RuntimeError when the port is taken
+            raise OSError(f"cannot listen on {host}:{port}: address in use or not local") from exc
         if self.port == 0:
-            raise OSError(f"cannot bind {host}:{port}")
+            raise OSError(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
 
     async def start(self) -> None:

@@ -1,0 +1,80 @@
+"""The `appforge` command line as an operator meets it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Infra, _admin
+from tests.e2e.conftest import free_port
+
+
+def _appforge(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appforge.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def test_serve_refuses_an_unmigrated_database_until_migrate(
+    infra: Infra, service_env: dict[str, str]
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    name = f"appforge_cli_{uuid.uuid4().hex[:8]}"
+    await _admin(infra, f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(infra.admin_url).set(database=name).render_as_string(hide_password=False)
+        env = {**service_env, "DATABASE_URL": url}
+        refused = _appforge("serve", "chat", "--port", str(free_port()), env=env)
+        assert refused.returncode == 2
+        assert "run `appforge migrate`" in refused.stderr
+        migrated = _appforge("migrate", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stdout.startswith("migrated ")
+        again = _appforge("migrate", env=env)
+        assert again.returncode == 0, again.stderr
+    finally:
+        await _admin(infra, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize(
+    ("env_extra", "needle"),
+    [
+        ({"DATABASE_URL": "mysql://root@127.0.0.1/x"}, "DATABASE_URL must use one of"),
+        ({"APPFORGE_SHUTDOWN_GRACE": "soon"}, "APPFORGE_SHUTDOWN_GRACE must be a number"),
+    ],
+    ids=["bad-database-url", "bad-seconds"],
+)
+def test_bad_settings_are_explained_not_traced(
+    env_extra: dict[str, str], needle: str, tmp_path: Path
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path), **env_extra}
+    result = _appforge("migrate", env=env)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path)}
+        result = _appforge("serve", "chat", "--port", str(port), env=env)
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

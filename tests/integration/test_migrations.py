@@ -1,0 +1,35 @@
+"""Migrations build exactly the tables the store declares, on both backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from appforge.services.chat.store import metadata
+from appforge.services.common import db, migrate
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return [
+        d
+        for d in compare_metadata(context, metadata)
+        # Alembic's own version tables are not the store's business.
+        if not (d[0] == "remove_table" and d[1].name.startswith("alembic_version"))
+    ]
+
+
+async def test_migrated_schema_matches_the_store(backend: tuple[str, str, str | None]) -> None:
+    _, url, _ = backend
+    engine = db.create_engine(url)
+    try:
+        await migrate.upgrade(engine)
+        await migrate.upgrade(engine)  # idempotent
+        await migrate.require_current(engine)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
