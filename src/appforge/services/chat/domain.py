@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -303,6 +303,70 @@ def assemble_flow(
             item = replace(item, calls=ordered)
         flow.append(item)
     return tuple(flow)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpsertPlan:
+    """What one UpsertAssistantMessage call does to a locked message (see `plan_upsert`)."""
+
+    changes: FlowChanges
+    status: MessageStatus
+    metadata: dict[str, Any]
+    changed: bool
+    flow: tuple[FlowItem, ...]
+    content: str
+
+
+def plan_upsert(
+    upsert: AssistantUpsert,
+    *,
+    created: bool,
+    status: MessageStatus,
+    metadata: Mapping[str, Any],
+    items: Mapping[int, FlowItem],
+    calls: Mapping[str, tuple[int, int, ToolCall]],
+    positions: Mapping[int, int],
+) -> UpsertPlan:
+    """Merge an upsert into the stored state of its message: the one place the rules apply.
+
+    `items` (by seq) and `calls` (by id, with their seq and batch position) are what is
+    stored; `positions` maps a tools item's seq to how many calls it holds. Items of
+    `upsert` must already carry their stamps (see `stamp_missing`).
+    """
+    changes = merge_flow(items, {k: v[2] for k, v in calls.items()}, positions, upsert.items)
+    new_status = merge_status(status, upsert.status)
+    new_metadata = merge_metadata(metadata, upsert.metadata)
+    items_after, calls_after = apply_changes(items, calls, changes)
+    return UpsertPlan(
+        changes=changes,
+        status=new_status,
+        metadata=new_metadata,
+        changed=created
+        or not changes.empty
+        or new_status != status
+        or new_metadata != dict(metadata),
+        flow=assemble_flow(items_after, calls_after),
+        content=assemble_content(items_after.values()),
+    )
+
+
+def stamp_missing(
+    incoming: Sequence[FlowItem], stored: Mapping[int, FlowItem], tick: Callable[[int], int]
+) -> tuple[FlowItem, ...]:
+    """Stamp new items that arrive without a timestamp, after every stored stamp.
+
+    `tick(after_us)` is a hybrid clock: each stamp is later than `after_us` and than every
+    stamp before it, so an execution's stamps never repeat.
+    """
+    if all(item.timestamp_us is not None for item in incoming):
+        return tuple(incoming)
+    floor = max((i.timestamp_us or 0 for i in stored.values()), default=0)
+    return tuple(
+        replace(item, timestamp_us=tick(floor))
+        if item.timestamp_us is None and item.seq not in stored
+        else item
+        for item in incoming
+    )
 
 
 # --- validation ----------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from appforge.services.common.logging import get_logger
 log = get_logger(__name__)
 
 QUEUE_SIZE = 1024
+OUTBOX_SIZE = 10_000
+PUBLISH_BATCH = 256
 RESYNC: None = None
 
 
@@ -139,13 +141,48 @@ class RedisBus:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self._publisher: asyncio.Task[None] | None = None
         self._closed = False
 
     async def publish(self, channel: str, payload: bytes) -> None:
+        """Queue a payload; a background task sends queued payloads in pipelined batches.
+
+        The caller (a committed write) never waits on Redis. A payload that cannot be sent
+        is dropped with a warning: watchers recover it from the database on their next
+        catch-up (a gap in cursors, or the poll interval).
+        """
         try:
-            await self._redis.publish(channel, payload)
-        except (OSError, RedisError) as exc:
-            raise Unavailable(f"redis unavailable while publishing: {exc!r}") from exc
+            self._outbox.put_nowait((channel, payload))
+        except asyncio.QueueFull:
+            log.warning("bus_outbox_full", channel=channel)
+            return
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(
+                self._publish_forever(), name="redis-bus-publisher"
+            )
+
+    async def _publish_forever(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < PUBLISH_BATCH:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, payload in batch:
+                        pipe.publish(channel, payload)
+                    await pipe.execute()
+            except (OSError, RedisError) as exc:
+                log.warning("bus_publish_failed", dropped=len(batch), error=repr(exc))
+            finally:
+                for _ in batch:
+                    self._outbox.task_done()
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until every queued payload was handed to Redis."""
+        if self._publisher is not None and not self._publisher.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
@@ -228,11 +265,13 @@ class RedisBus:
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
+        await self.flush()
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        for task in (self._reader, self._publisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -15,6 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from appforge.services.common.errors import ConfigError, Unavailable
 
 SUPPORTED_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+# Raised by asyncpg itself when code uses the raw driver connection (the hot paths).
+DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -33,9 +43,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         _tune_sqlite(engine)
         return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    # No pre-ping: it costs three round trips per checkout. A dead connection fails its
+    # one request with UNAVAILABLE and is invalidated, so the next one gets a fresh one.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
@@ -67,7 +77,7 @@ async def translate_errors(what: str) -> AsyncIterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         raise Unavailable(f"database unavailable while {what}: {exc.orig!r}") from exc
-    except (OSError, ConnectionError) as exc:
+    except DRIVER_CONNECTION_ERRORS as exc:
         raise Unavailable(f"database unavailable while {what}: {exc!r}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:

@@ -1,4 +1,4 @@
-"""The chat service's tables and every query it runs.
+"""Every query the chat service runs through SQLAlchemy (both backends).
 
 Concurrency safety comes from the database: a unique key on `execution_id` with
 `INSERT … ON CONFLICT DO NOTHING` creates an execution's message exactly once, and the
@@ -9,7 +9,6 @@ are dense and commit in order (see `ChatService.watch_app`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,153 +23,33 @@ from appforge.services.chat.domain import (
     AssistantUpsert,
     FlowChanges,
     FlowItem,
-    ItemKind,
     Message,
     MessageStatus,
     Role,
-    ToolCall,
-    ToolStatus,
-    apply_changes,
-    assemble_content,
     assemble_flow,
-    merge_flow,
-    merge_metadata,
-    merge_status,
+    plan_upsert,
+    stamp_missing,
 )
+from appforge.services.chat.store.pg_writer import PgAssistantWriter
+from appforge.services.chat.store.rows import (
+    CallsBySeq,
+    app_from_row,
+    applied,
+    call_from_row,
+    call_values,
+    item_from_row,
+    message_from_row,
+    new_id,
+)
+from appforge.services.chat.store.tables import apps, flow_items, messages, tool_calls
 from appforge.services.common.clock import HybridClock
 from appforge.services.common.db import is_postgres, translate_errors
 from appforge.services.common.errors import AlreadyExists, FailedPrecondition, NotFound
-
-metadata = sa.MetaData()
-_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-apps = sa.Table(
-    "chat_apps",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("team_id", sa.String(128), nullable=False),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("created_us", sa.BigInteger, nullable=False),
-    sa.Column("change_seq", sa.BigInteger, nullable=False, server_default="0"),
-    sa.UniqueConstraint("team_id", "name", name="uq_chat_apps_team_name"),
-)
-
-messages = sa.Table(
-    "chat_messages",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("app_id", sa.String(36), sa.ForeignKey("chat_apps.id"), nullable=False),
-    sa.Column("role", sa.SmallInteger, nullable=False),
-    sa.Column("execution_id", sa.String(128), nullable=True),
-    sa.Column("request_id", sa.String(128), nullable=True),
-    sa.Column("content", sa.Text, nullable=False, server_default=""),
-    sa.Column("status", sa.SmallInteger, nullable=False),
-    sa.Column("metadata", _JSON, nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
-    sa.Column("cursor", sa.BigInteger, nullable=False),
-    sa.Column("created_us", sa.BigInteger, nullable=False),
-    sa.Column("updated_us", sa.BigInteger, nullable=False),
-    sa.UniqueConstraint("execution_id", name="uq_chat_messages_execution"),
-    sa.UniqueConstraint("app_id", "request_id", name="uq_chat_messages_app_request"),
-    sa.Index("ix_chat_messages_app_cursor", "app_id", "cursor"),
-    sa.Index("ix_chat_messages_app_created", "app_id", "created_us", "id"),
-)
-
-flow_items = sa.Table(
-    "chat_flow_items",
-    metadata,
-    sa.Column("execution_id", sa.String(128), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True),
-    sa.Column("message_id", sa.String(36), sa.ForeignKey("chat_messages.id"), nullable=False),
-    sa.Column("kind", sa.SmallInteger, nullable=False),
-    sa.Column("text", sa.Text, nullable=False, server_default=""),
-    sa.Column("timestamp_us", sa.BigInteger, nullable=False),
-)
-
-tool_calls = sa.Table(
-    "chat_tool_calls",
-    metadata,
-    sa.Column("execution_id", sa.String(128), primary_key=True),
-    sa.Column("call_id", sa.String(128), primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("name", sa.String(200), nullable=False, server_default=""),
-    sa.Column("status", sa.SmallInteger, nullable=False),
-    sa.Column("arguments_json", sa.Text, nullable=False, server_default=""),
-    sa.Column("result_json", sa.Text, nullable=False, server_default=""),
-    sa.Column("error", sa.Text, nullable=False, server_default=""),
-    sa.Column("deadline_us", sa.BigInteger, nullable=True),
-    sa.Column("updated_us", sa.BigInteger, nullable=False),
-)
-
-CallsBySeq = dict[str, tuple[int, int, ToolCall]]
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     """A dialect-specific INSERT that supports ON CONFLICT."""
     return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def _app(row: sa.Row[Any]) -> App:
-    return App(id=row.id, team_id=row.team_id, name=row.name, created_us=row.created_us)
-
-
-def _message(row: sa.Row[Any], flow: tuple[FlowItem, ...] = ()) -> Message:
-    return Message(
-        id=row.id,
-        app_id=row.app_id,
-        role=Role(row.role),
-        execution_id=row.execution_id,
-        request_id=row.request_id,
-        content=row.content,
-        status=MessageStatus(row.status),
-        metadata=dict(row.metadata or {}),
-        version=row.version,
-        cursor=row.cursor,
-        created_us=row.created_us,
-        updated_us=row.updated_us,
-        flow=flow,
-    )
-
-
-def _item(row: sa.Row[Any]) -> FlowItem:
-    return FlowItem(
-        seq=row.seq, kind=ItemKind(row.kind), timestamp_us=row.timestamp_us, text=row.text
-    )
-
-
-def _call(row: sa.Row[Any]) -> ToolCall:
-    return ToolCall(
-        call_id=row.call_id,
-        name=row.name,
-        status=ToolStatus(row.status),
-        arguments_json=row.arguments_json,
-        result_json=row.result_json,
-        error=row.error,
-        deadline_us=row.deadline_us,
-    )
-
-
-def _call_values(
-    execution_id: str, seq: int, position: int, call: ToolCall, now: int
-) -> dict[str, Any]:
-    return {
-        "execution_id": execution_id,
-        "call_id": call.call_id,
-        "seq": seq,
-        "position": position,
-        "name": call.name,
-        "status": int(call.status),
-        "arguments_json": call.arguments_json,
-        "result_json": call.result_json,
-        "error": call.error,
-        "deadline_us": call.deadline_us,
-        "updated_us": now,
-    }
 
 
 class MessageStore:
@@ -179,11 +58,12 @@ class MessageStore:
     def __init__(self, engine: AsyncEngine, clock: HybridClock) -> None:
         self.engine = engine
         self.clock = clock
+        self._pg_writer = PgAssistantWriter(engine, clock) if is_postgres(engine) else None
 
     # --- apps ------------------------------------------------------------------------------
 
     async def create_app(self, team_id: str, name: str) -> App:
-        app = App(id=_new_id(), team_id=team_id, name=name, created_us=self.clock.tick())
+        app = App(id=new_id(), team_id=team_id, name=name, created_us=self.clock.tick())
         try:
             async with translate_errors("creating an app"), self.engine.begin() as conn:
                 await conn.execute(
@@ -202,7 +82,7 @@ class MessageStore:
             row = (await conn.execute(sa.select(apps).where(apps.c.id == app_id))).first()
         if row is None:
             raise NotFound(f"no app {app_id!r}", field="app_id")
-        return _app(row)
+        return app_from_row(row)
 
     async def _require_app(self, conn: AsyncConnection, app_id: str) -> None:
         found = await conn.scalar(sa.select(apps.c.id).where(apps.c.id == app_id))
@@ -236,10 +116,10 @@ class MessageStore:
                     )
                 ).first()
                 if existing is not None:
-                    return _message(existing), False
+                    return message_from_row(existing._mapping), False
             now = self.clock.tick()
             values = {
-                "id": _new_id(),
+                "id": new_id(),
                 "app_id": app_id,
                 "role": int(Role.USER),
                 "execution_id": None,
@@ -264,7 +144,7 @@ class MessageStore:
                         )
                     )
                 ).one()
-                return _message(row), False
+                return message_from_row(row._mapping), False
             cursor = await self._bump_cursor(conn, app_id)
             await conn.execute(
                 messages.update().where(messages.c.id == values["id"]).values(cursor=cursor)
@@ -276,48 +156,46 @@ class MessageStore:
     async def upsert_assistant(self, upsert: AssistantUpsert) -> tuple[Message, bool]:
         """Create or update the execution's one assistant message.
 
-        Returns the message after the call and whether anything changed.
+        Returns the message after the call and whether anything changed. On PostgreSQL the
+        hot path runs on the raw asyncpg connection (`PgAssistantWriter`); both paths apply
+        the same `plan_upsert`.
         """
+        if self._pg_writer is not None:
+            return await self._pg_writer.upsert(upsert)
         async with translate_errors("upserting a message"), self.engine.begin() as conn:
             row, created = await self._lock_assistant(conn, upsert)
             items, calls, positions = await self._load_flow(conn, upsert.execution_id)
-            incoming = self._stamp(upsert.items, items)
-            changes = merge_flow(items, {k: v[2] for k, v in calls.items()}, positions, incoming)
-            old_status = MessageStatus(row.status)
-            status = merge_status(old_status, upsert.status)
-            meta = merge_metadata(row.metadata or {}, upsert.metadata)
-            changed = created or not changes.empty or status != old_status or meta != row.metadata
-            items_after, calls_after = apply_changes(items, calls, changes)
-            flow = assemble_flow(items_after, calls_after)
-            if not changed:
-                return _message(row, flow), False
+            upsert = replace(upsert, items=stamp_missing(upsert.items, items, self.clock.tick))
+            plan = plan_upsert(
+                upsert,
+                created=created,
+                status=MessageStatus(row.status),
+                metadata=row.metadata or {},
+                items=items,
+                calls=calls,
+                positions=positions,
+            )
+            if not plan.changed:
+                return message_from_row(row._mapping, plan.flow), False
             now = self.clock.tick()
-            await self._write_flow(conn, upsert.execution_id, row.id, changes, now)
-            content = assemble_content(items_after.values())
+            await self._write_flow(conn, upsert.execution_id, row.id, plan.changes, now)
             cursor = await self._bump_cursor(conn, upsert.app_id)
             version = 1 if created else row.version + 1
             await conn.execute(
                 messages.update()
                 .where(messages.c.id == row.id)
                 .values(
-                    content=content,
-                    status=int(status),
-                    metadata=meta,
+                    content=plan.content,
+                    status=int(plan.status),
+                    metadata=plan.metadata,
                     version=version,
                     cursor=cursor,
                     updated_us=now,
                 )
             )
-        message = replace(
-            _message(row, flow),
-            content=content,
-            status=status,
-            metadata=meta,
-            version=version,
-            cursor=cursor,
-            updated_us=now,
-        )
-        return message, True
+        return applied(
+            message_from_row(row._mapping), plan, version=version, cursor=cursor, now=now
+        ), True
 
     async def _lock_assistant(
         self, conn: AsyncConnection, upsert: AssistantUpsert
@@ -336,7 +214,7 @@ class MessageStore:
             stmt = (
                 _insert(conn, messages)
                 .values(
-                    id=_new_id(),
+                    id=new_id(),
                     app_id=upsert.app_id,
                     role=int(Role.ASSISTANT),
                     execution_id=upsert.execution_id,
@@ -365,30 +243,16 @@ class MessageStore:
         item_rows = await conn.execute(
             sa.select(flow_items).where(flow_items.c.execution_id == execution_id)
         )
-        items = {row.seq: _item(row) for row in item_rows}
+        items = {row.seq: item_from_row(row._mapping) for row in item_rows}
         call_rows = await conn.execute(
             sa.select(tool_calls).where(tool_calls.c.execution_id == execution_id)
         )
         calls: CallsBySeq = {}
         positions: dict[int, int] = {}
         for row in call_rows:
-            calls[row.call_id] = (row.seq, row.position, _call(row))
+            calls[row.call_id] = (row.seq, row.position, call_from_row(row._mapping))
             positions[row.seq] = max(positions.get(row.seq, 0), row.position + 1)
         return items, calls, positions
-
-    def _stamp(
-        self, incoming: Sequence[FlowItem], stored: Mapping[int, FlowItem]
-    ) -> list[FlowItem]:
-        """Stamp items that arrive without a timestamp, after every stored stamp."""
-        if all(item.timestamp_us is not None for item in incoming):
-            return list(incoming)
-        floor = max((i.timestamp_us or 0 for i in stored.values()), default=0)
-        stamped = []
-        for item in incoming:
-            if item.timestamp_us is None and item.seq not in stored:
-                item = replace(item, timestamp_us=self.clock.tick(floor))
-            stamped.append(item)
-        return stamped
 
     async def _write_flow(
         self,
@@ -426,7 +290,7 @@ class MessageStore:
         if changes.new_calls:
             await conn.execute(
                 tool_calls.insert(),
-                [_call_values(execution_id, s, p, c, now) for s, p, c in changes.new_calls],
+                [call_values(execution_id, s, p, c, now) for s, p, c in changes.new_calls],
             )
         if changes.updated_calls:
             await conn.execute(
@@ -506,7 +370,7 @@ class MessageStore:
             rows = (await conn.execute(stmt)).all()
             executions = [r.execution_id for r in rows if r.execution_id is not None]
             flows = await self._load_flows(conn, executions) if executions else {}
-        return [_message(r, flows.get(r.execution_id, ())) for r in rows]
+        return [message_from_row(r._mapping, flows.get(r.execution_id, ())) for r in rows]
 
     async def _load_flows(
         self, conn: AsyncConnection, execution_ids: Sequence[str]
@@ -515,12 +379,16 @@ class MessageStore:
         for row in await conn.execute(
             sa.select(flow_items).where(flow_items.c.execution_id.in_(execution_ids))
         ):
-            items[row.execution_id][row.seq] = _item(row)
+            items[row.execution_id][row.seq] = item_from_row(row._mapping)
         calls: dict[str, CallsBySeq] = {e: {} for e in execution_ids}
         for row in await conn.execute(
             sa.select(tool_calls).where(tool_calls.c.execution_id.in_(execution_ids))
         ):
-            calls[row.execution_id][row.call_id] = (row.seq, row.position, _call(row))
+            calls[row.execution_id][row.call_id] = (
+                row.seq,
+                row.position,
+                call_from_row(row._mapping),
+            )
         return {e: assemble_flow(items[e], calls[e]) for e in execution_ids}
 
 
