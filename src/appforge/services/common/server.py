@@ -51,28 +51,38 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns `AppforgeError` into its status code and logs each RPC with its outcome."""
 
+    def __init__(self) -> None:
+        # Handlers are fixed per method once registered: wrap each one once, not per call.
+        self._wrapped: dict[str, MethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> MethodHandler:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            wrapped = grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        else:
+            return handler
+        self._wrapped[method] = wrapped
+        return wrapped
 
 
 async def _abort(context: Context, method: str, exc: Exception, started: float) -> None:
