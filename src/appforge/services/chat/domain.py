@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
-from appforge.services.common.errors import InvalidArgument, LimitExceeded
+from appforge.services.common.errors import FailedPrecondition, InvalidArgument, LimitExceeded
 from appforge.services.common.settings import Limits
 
 
@@ -348,6 +348,14 @@ def plan_upsert(
         flow=assemble_flow(items_after, calls_after),
         content=assemble_content(items_after.values()),
     )
+
+
+def check_owner(upsert: AssistantUpsert, stored_app_id: str) -> None:
+    """An execution belongs to the app its message was created in, for good."""
+    if stored_app_id != upsert.app_id:
+        raise FailedPrecondition(
+            f"execution {upsert.execution_id!r} belongs to another app", field="execution_id"
+        )
 
 
 def stamp_missing(

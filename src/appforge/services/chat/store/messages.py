@@ -9,7 +9,7 @@ are dense and commit in order (see `ChatService.watch_app`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,12 +27,14 @@ from appforge.services.chat.domain import (
     MessageStatus,
     Role,
     assemble_flow,
+    check_owner,
     plan_upsert,
     stamp_missing,
 )
 from appforge.services.chat.store.pg_writer import PgAssistantWriter
 from appforge.services.chat.store.rows import (
     CallsBySeq,
+    StoredFlow,
     app_from_row,
     applied,
     call_from_row,
@@ -44,7 +46,7 @@ from appforge.services.chat.store.rows import (
 from appforge.services.chat.store.tables import apps, flow_items, messages, tool_calls
 from appforge.services.common.clock import HybridClock
 from appforge.services.common.db import is_postgres, translate_errors
-from appforge.services.common.errors import AlreadyExists, FailedPrecondition, NotFound
+from appforge.services.common.errors import AlreadyExists, NotFound
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -149,7 +151,7 @@ class MessageStore:
             await conn.execute(
                 messages.update().where(messages.c.id == values["id"]).values(cursor=cursor)
             )
-        return Message(**{**_plain(values), "cursor": cursor}), True
+        return message_from_row({**values, "cursor": cursor}), True
 
     # --- assistant messages ----------------------------------------------------------------
 
@@ -164,16 +166,18 @@ class MessageStore:
             return await self._pg_writer.upsert(upsert)
         async with translate_errors("upserting a message"), self.engine.begin() as conn:
             row, created = await self._lock_assistant(conn, upsert)
-            items, calls, positions = await self._load_flow(conn, upsert.execution_id)
-            upsert = replace(upsert, items=stamp_missing(upsert.items, items, self.clock.tick))
+            stored = await self._load_flow(conn, upsert.execution_id)
+            upsert = replace(
+                upsert, items=stamp_missing(upsert.items, stored.items, self.clock.tick)
+            )
             plan = plan_upsert(
                 upsert,
                 created=created,
                 status=MessageStatus(row.status),
                 metadata=row.metadata or {},
-                items=items,
-                calls=calls,
-                positions=positions,
+                items=stored.items,
+                calls=stored.calls,
+                positions=stored.positions,
             )
             if not plan.changed:
                 return message_from_row(row._mapping, plan.flow), False
@@ -231,28 +235,20 @@ class MessageStore:
             )
             created = (await conn.execute(stmt)).first() is not None
             row = (await conn.execute(lock)).one()
-        if row.app_id != upsert.app_id:
-            raise FailedPrecondition(
-                f"execution {upsert.execution_id!r} belongs to another app", field="execution_id"
-            )
+        check_owner(upsert, row.app_id)
         return row, created
 
-    async def _load_flow(
-        self, conn: AsyncConnection, execution_id: str
-    ) -> tuple[dict[int, FlowItem], CallsBySeq, dict[int, int]]:
-        item_rows = await conn.execute(
+    async def _load_flow(self, conn: AsyncConnection, execution_id: str) -> StoredFlow:
+        flow = StoredFlow()
+        for row in await conn.execute(
             sa.select(flow_items).where(flow_items.c.execution_id == execution_id)
-        )
-        items = {row.seq: item_from_row(row._mapping) for row in item_rows}
-        call_rows = await conn.execute(
+        ):
+            flow.add_item(row._mapping)
+        for row in await conn.execute(
             sa.select(tool_calls).where(tool_calls.c.execution_id == execution_id)
-        )
-        calls: CallsBySeq = {}
-        positions: dict[int, int] = {}
-        for row in call_rows:
-            calls[row.call_id] = (row.seq, row.position, call_from_row(row._mapping))
-            positions[row.seq] = max(positions.get(row.seq, 0), row.position + 1)
-        return items, calls, positions
+        ):
+            flow.add_call(row._mapping)
+        return flow
 
     async def _write_flow(
         self,
@@ -390,20 +386,3 @@ class MessageStore:
                 call_from_row(row._mapping),
             )
         return {e: assemble_flow(items[e], calls[e]) for e in execution_ids}
-
-
-def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Insert values as `Message` fields."""
-    return {
-        "id": values["id"],
-        "app_id": values["app_id"],
-        "role": Role(values["role"]),
-        "execution_id": values["execution_id"],
-        "request_id": values["request_id"],
-        "content": values["content"],
-        "status": MessageStatus(values["status"]),
-        "metadata": values["metadata"],
-        "version": values["version"],
-        "created_us": values["created_us"],
-        "updated_us": values["updated_us"],
-    }

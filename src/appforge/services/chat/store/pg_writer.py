@@ -20,24 +20,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appforge.services.chat.domain import (
     AssistantUpsert,
     FlowChanges,
-    FlowItem,
     Message,
     MessageStatus,
     Role,
+    check_owner,
     plan_upsert,
     stamp_missing,
 )
 from appforge.services.chat.store.rows import (
-    CallsBySeq,
+    StoredFlow,
     applied,
-    call_from_row,
-    item_from_row,
     message_from_row,
     new_id,
 )
 from appforge.services.common.clock import HybridClock
 from appforge.services.common.db import DRIVER_CONNECTION_ERRORS, translate_errors
-from appforge.services.common.errors import FailedPrecondition, NotFound
+from appforge.services.common.errors import NotFound
 
 _MESSAGE_COLUMNS = (
     "id, app_id, role, execution_id, request_id, content, status, metadata::text AS metadata,"
@@ -131,17 +129,19 @@ class PgAssistantWriter:
         """Create or update the execution's message; returns it and whether it changed."""
         async with self._transaction() as pg:
             row, created = await self._lock(pg, upsert)
-            items, calls, positions = ({}, {}, {}) if created else await self._load(pg, upsert)
-            upsert = replace(upsert, items=stamp_missing(upsert.items, items, self.clock.tick))
+            stored = StoredFlow() if created else await self._load(pg, upsert)
+            upsert = replace(
+                upsert, items=stamp_missing(upsert.items, stored.items, self.clock.tick)
+            )
             before = message_from_row(row)
             plan = plan_upsert(
                 upsert,
                 created=created,
                 status=before.status,
                 metadata=before.metadata,
-                items=items,
-                calls=calls,
-                positions=positions,
+                items=stored.items,
+                calls=stored.calls,
+                positions=stored.positions,
             )
             if not plan.changed:
                 return replace(before, flow=plan.flow), False
@@ -177,26 +177,14 @@ class PgAssistantWriter:
                 row = await pg.fetchrow(LOCK_MESSAGE, upsert.execution_id)
                 if row is None:
                     raise NotFound(f"no app {upsert.app_id!r}", field="app_id")
-        if row["app_id"] != upsert.app_id:
-            raise FailedPrecondition(
-                f"execution {upsert.execution_id!r} belongs to another app", field="execution_id"
-            )
+        check_owner(upsert, row["app_id"])
         return row, created
 
-    async def _load(
-        self, pg: Any, upsert: AssistantUpsert
-    ) -> tuple[dict[int, FlowItem], CallsBySeq, dict[int, int]]:
-        items: dict[int, FlowItem] = {}
-        calls: CallsBySeq = {}
-        positions: dict[int, int] = {}
+    async def _load(self, pg: Any, upsert: AssistantUpsert) -> StoredFlow:
+        flow = StoredFlow()
         for row in await pg.fetch(LOAD_FLOW, upsert.execution_id):
-            if row["t"] == 0:
-                items[row["seq"]] = item_from_row(row)
-            else:
-                seq, position = row["seq"], row["position"]
-                calls[row["call_id"]] = (seq, position, call_from_row(row))
-                positions[seq] = max(positions.get(seq, 0), position + 1)
-        return items, calls, positions
+            (flow.add_item if row["t"] == 0 else flow.add_call)(row)
+        return flow
 
 
 def _write_args(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appforge.services.chat.domain import (
@@ -102,3 +102,20 @@ def call_values(
         "deadline_us": call.deadline_us,
         "updated_us": now,
     }
+
+
+@dataclass(kw_only=True)
+class StoredFlow:
+    """An execution's stored flow, as `plan_upsert` takes it, built row by row."""
+
+    items: dict[int, FlowItem] = field(default_factory=dict)
+    calls: CallsBySeq = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)  # calls per tools item
+
+    def add_item(self, row: Mapping[Any, Any]) -> None:
+        self.items[row["seq"]] = item_from_row(row)
+
+    def add_call(self, row: Mapping[Any, Any]) -> None:
+        seq, position = row["seq"], row["position"]
+        self.calls[row["call_id"]] = (seq, position, call_from_row(row))
+        self.positions[seq] = max(self.positions.get(seq, 0), position + 1)
