@@ -26,6 +26,8 @@ from appforge.services.chat.domain import (
     assemble_content,
     assemble_flow,
     merge_flow,
+)
+from appforge.services.chat.validation import (
     validate_upsert,
 )
 from appforge.services.common.settings import Limits

@@ -18,6 +18,8 @@ from appforge.services.chat.domain import (
     MessageStatus,
     ToolCall,
     ToolStatus,
+)
+from appforge.services.chat.validation import (
     json_safe,
 )
 from appforge.services.common.errors import InvalidArgument

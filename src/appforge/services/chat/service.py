@@ -15,13 +15,15 @@ from appforge.services.chat.domain import (
     App,
     AssistantUpsert,
     Message,
+)
+from appforge.services.chat.store import MessageStore
+from appforge.services.chat.validation import (
     optional_id,
     require_id,
     require_name,
     validate_upsert,
     validate_user_content,
 )
-from appforge.services.chat.store import MessageStore
 from appforge.services.common import keys
 from appforge.services.common.bus import Bus
 from appforge.services.common.errors import InvalidArgument

@@ -12,6 +12,8 @@ from appforge.services.chat.domain import (
     FlowItem,
     ItemKind,
     ToolCall,
+)
+from appforge.services.chat.validation import (
     check_size,
     json_safe,
     optional_id,
