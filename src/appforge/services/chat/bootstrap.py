@@ -30,6 +30,7 @@ class ChatRuntime:
     async def close(self) -> None:
         """Release pools after the server stopped."""
         await self.bus.close()
+        await self.service.store.close()
         await self.engine.dispose()
 
 
@@ -50,7 +51,9 @@ def build_chat(
     clock: HybridClock | None = None,
 ) -> ChatRuntime:
     """Everything the chat service needs, built from settings (or handed in by tests)."""
-    engine = engine or db.create_engine(settings.resolved_database_url())
+    engine = engine or db.create_engine(
+        settings.resolved_database_url(), pool_size=settings.db_pool_size
+    )
     bus = bus or create_bus(settings.redis_url)
     service = ChatService(MessageStore(engine, clock or HybridClock()), bus, settings)
     server = GrpcServer(

@@ -45,7 +45,10 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     # No pre-ping: it costs three round trips per checkout. A dead connection fails its
     # one request with UNAVAILABLE and is invalidated, so the next one gets a fresh one.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    # No overflow either: under load, overflow connections are opened and closed per burst.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800
+    )
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

@@ -46,6 +46,7 @@ class Settings:
     log_format: str = "logfmt"
     shutdown_grace: float = 5.0
     watch_poll_interval: float = 5.0
+    db_pool_size: int = 20
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
@@ -65,6 +66,7 @@ class Settings:
             log_format=env.get("APPFORGE_LOG_FORMAT") or "logfmt",
             shutdown_grace=_seconds(env, "APPFORGE_SHUTDOWN_GRACE", 5.0),
             watch_poll_interval=_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
+            db_pool_size=_count(env, "APPFORGE_DB_POOL_SIZE", 20),
         )
 
     def resolved_database_url(self) -> str:
@@ -84,4 +86,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
     return value

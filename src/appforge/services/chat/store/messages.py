@@ -60,7 +60,16 @@ class MessageStore:
     def __init__(self, engine: AsyncEngine, clock: HybridClock) -> None:
         self.engine = engine
         self.clock = clock
-        self._pg_writer = PgAssistantWriter(engine, clock) if is_postgres(engine) else None
+        self._pg_writer = (
+            PgAssistantWriter(engine, clock, pool_size=engine.pool.size())  # type: ignore[attr-defined]
+            if is_postgres(engine)
+            else None
+        )
+
+    async def close(self) -> None:
+        """Release the hot path's connections (the engine is disposed by its owner)."""
+        if self._pg_writer is not None:
+            await self._pg_writer.close()
 
     # --- apps ------------------------------------------------------------------------------
 
