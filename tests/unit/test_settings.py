@@ -137,3 +137,19 @@ def test_bad_seconds_are_a_config_error(variable: str, value: str) -> None:
 def test_nan_seconds_are_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"APPFORGE_WATCH_POLL_INTERVAL": "nan"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, 20), ("", 20), ("1", 1), ("64", 64)],
+    ids=["unset", "empty", "one", "many"],
+)
+def test_db_pool_size(raw: str | None, expected: int) -> None:
+    env = {} if raw is None else {"APPFORGE_DB_POOL_SIZE": raw}
+    assert Settings.from_env(env).db_pool_size == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "ten", "2.5"])
+def test_db_pool_size_must_be_a_positive_whole_number(raw: str) -> None:
+    with pytest.raises(ConfigError, match="APPFORGE_DB_POOL_SIZE"):
+        Settings.from_env({"APPFORGE_DB_POOL_SIZE": raw})
