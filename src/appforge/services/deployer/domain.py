@@ -1,0 +1,250 @@
+"""Deployer domain: deployment states, the retry policy, and how a deployment ends. No I/O.
+
+A deployment is a durable job: each attempt has a deadline, a failed attempt is retried
+after an exponentially growing, fully jittered delay while attempts remain, errors that no
+retry can fix end it at once, and its end always becomes a notice for the execution's
+own chat message.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from appforge.services.common.errors import InvalidArgument, LimitExceeded
+
+US = 1_000_000
+
+
+class DeploymentStatus(IntEnum):
+    """Where a deployment stands; the last four are terminal."""
+
+    QUEUED = 1
+    RUNNING = 2
+    RETRY_WAIT = 3
+    SUCCEEDED = 4
+    FAILED = 5
+    TIMED_OUT = 6
+    CANCELLED = 7
+
+    @property
+    def terminal(self) -> bool:
+        return self >= DeploymentStatus.SUCCEEDED
+
+
+class AttemptOutcome(IntEnum):
+    """How one attempt ended (RUNNING while it runs)."""
+
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED_RETRYABLE = 3
+    FAILED_PERMANENT = 4
+    TIMED_OUT = 5
+    LOST = 6  # its worker stopped heartbeating; another worker took the job over
+    CANCELLED = 7
+
+
+TARGETS = ("local", "s3")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """Deadlines and retries of one deployment, in seconds."""
+
+    attempt_timeout: float = 300.0
+    max_attempts: int = 4
+    initial_backoff: float = 1.0
+    max_backoff: float = 60.0
+    multiplier: float = 2.0
+    overall_deadline: float | None = None
+
+    def validated(self) -> Policy:
+        """Itself, or InvalidArgument naming the offending field."""
+        for name in ("attempt_timeout", "initial_backoff", "max_backoff"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgument("must be positive", field=f"policy.{name}")
+        if self.max_attempts < 1:
+            raise InvalidArgument("must be at least 1", field="policy.max_attempts")
+        if self.max_backoff < self.initial_backoff:
+            raise InvalidArgument("must not be below initial_backoff", field="policy.max_backoff")
+        if self.overall_deadline is not None and not self.overall_deadline > 0:
+            raise InvalidArgument("must be positive", field="policy.overall_deadline")
+        return self
+
+
+def backoff_delay(retry: int, policy: Policy, rng: random.Random) -> float:
+    """Seconds to wait before retry number `retry` (1 for the first retry).
+
+    Exponential with full jitter: uniform in [0, min(max_backoff, initial * multiplier^(retry-1))],
+    so retrying workers spread out instead of stampeding together.
+    """
+    if retry < 1:
+        raise ValueError(f"retry numbers start at 1, got {retry}")
+    exponent = min(retry - 1, 64)  # beyond this the cap has long applied
+    cap = min(policy.max_backoff, policy.initial_backoff * policy.multiplier**exponent)
+    return rng.uniform(0.0, cap)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextStep:
+    """What follows a failed attempt: a retry at `retry_at_us`, or a terminal status."""
+
+    status: DeploymentStatus
+    retry_at_us: int | None = None
+    reason: str = ""
+
+
+def after_failure(
+    *,
+    outcome: AttemptOutcome,
+    error: str,
+    attempts_made: int,
+    policy: Policy,
+    created_us: int,
+    now_us: int,
+    rng: random.Random,
+) -> NextStep:
+    """Retry or give up after an attempt that did not succeed.
+
+    Permanent errors end the deployment at once. Otherwise it is retried while attempts
+    remain and the retry would start before the overall deadline; when it gives up, a
+    deployment whose last attempt timed out is TIMED_OUT, any other FAILED.
+    """
+    if outcome is AttemptOutcome.FAILED_PERMANENT:
+        return NextStep(status=DeploymentStatus.FAILED, reason=error)
+    if outcome is AttemptOutcome.CANCELLED:
+        return NextStep(status=DeploymentStatus.CANCELLED, reason=error or "cancelled")
+    final = (
+        DeploymentStatus.TIMED_OUT
+        if outcome in (AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST)
+        else DeploymentStatus.FAILED
+    )
+    if attempts_made >= policy.max_attempts:
+        return NextStep(status=final, reason=f"{error} (after {attempts_made} attempts)")
+    retry_at = now_us + int(backoff_delay(attempts_made, policy, rng) * US)
+    if policy.overall_deadline is not None:
+        deadline = created_us + int(policy.overall_deadline * US)
+        if retry_at >= deadline:
+            return NextStep(status=DeploymentStatus.TIMED_OUT, reason="overall deadline passed")
+    return NextStep(status=DeploymentStatus.RETRY_WAIT, retry_at_us=retry_at, reason=error)
+
+
+def attempt_deadline_us(*, started_us: int, policy: Policy, created_us: int) -> int:
+    """When an attempt must be over: its own timeout, or the overall deadline if sooner."""
+    deadline = started_us + int(policy.attempt_timeout * US)
+    if policy.overall_deadline is not None:
+        deadline = min(deadline, created_us + int(policy.overall_deadline * US))
+    return deadline
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice:
+    """What the execution's chat message becomes when its deployment ends."""
+
+    failed: bool
+    metadata: dict[str, Any]
+
+
+def final_notice(
+    *,
+    status: DeploymentStatus,
+    deployment_id: str,
+    attempts: int,
+    url: str = "",
+    error: str = "",
+) -> Notice:
+    """The message update for a terminal deployment (see DESIGN.md, invariant 5)."""
+    base: dict[str, Any] = {"deployment_id": deployment_id, "attempts": attempts}
+    if status is DeploymentStatus.SUCCEEDED:
+        return Notice(failed=False, metadata={**base, "deployment_status": "deployed", "url": url})
+    if status is DeploymentStatus.TIMED_OUT:
+        return Notice(
+            failed=True,
+            metadata={**base, "error": "Deployment timeout", "deployment_status": "timeout"},
+        )
+    if status is DeploymentStatus.CANCELLED:
+        return Notice(
+            failed=True,
+            metadata={
+                **base,
+                "error": f"Deployment cancelled: {error}" if error else "Deployment cancelled",
+                "deployment_status": "cancelled",
+            },
+        )
+    if status is DeploymentStatus.FAILED:
+        return Notice(
+            failed=True,
+            metadata={
+                **base,
+                "error": f"Deployment failed: {error}",
+                "deployment_status": "failed",
+            },
+        )
+    raise ValueError(f"{status.name} is not a terminal status")
+
+
+# --- artifacts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactLimits:
+    """What one deployment may carry."""
+
+    max_files: int = 1000
+    max_file_bytes: int = 5 * 1024 * 1024
+    max_total_bytes: int = 50 * 1024 * 1024
+    max_path_length: int = 512
+
+
+def normalise_path(path: str, field_name: str, limits: ArtifactLimits) -> str:
+    """A safe relative path (posix, normalised, inside the version), or InvalidArgument."""
+    if not path:
+        raise InvalidArgument("must not be empty", field=field_name)
+    if len(path) > limits.max_path_length:
+        raise InvalidArgument(
+            f"must be at most {limits.max_path_length} characters", field=field_name
+        )
+    if "\\" in path or "\x00" in path or not path.isprintable():
+        raise InvalidArgument("must be a printable posix path", field=field_name)
+    if path.startswith("/"):
+        raise InvalidArgument("must be relative, not absolute", field=field_name)
+    if ".." in path.split("/"):
+        raise InvalidArgument("must not contain '..'", field=field_name)
+    normal = posixpath.normpath(path)
+    if normal in (".", "") or normal.startswith("../"):
+        raise InvalidArgument("must name a file inside the app", field=field_name)
+    return normal
+
+
+def validate_files(paths_and_sizes: Sequence[tuple[str, int]], limits: ArtifactLimits) -> list[str]:
+    """Check an artifact's files; return their normalised paths."""
+    if not paths_and_sizes:
+        raise InvalidArgument("must contain at least one file", field="files")
+    if len(paths_and_sizes) > limits.max_files:
+        raise LimitExceeded(
+            f"has {len(paths_and_sizes)} files; the limit is {limits.max_files}", field="files"
+        )
+    total = 0
+    seen: set[str] = set()
+    normalised = []
+    for index, (path, size) in enumerate(paths_and_sizes):
+        normal = normalise_path(path, f"files[{index}].path", limits)
+        if normal in seen:
+            raise InvalidArgument(f"{normal!r} appears twice", field=f"files[{index}].path")
+        seen.add(normal)
+        if size > limits.max_file_bytes:
+            raise LimitExceeded(
+                f"is {size} bytes; the limit is {limits.max_file_bytes}",
+                field=f"files[{index}].content",
+            )
+        total += size
+        normalised.append(normal)
+    if total > limits.max_total_bytes:
+        raise LimitExceeded(
+            f"total {total} bytes; the limit is {limits.max_total_bytes}", field="files"
+        )
+    return normalised
