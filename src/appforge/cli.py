@@ -57,7 +57,7 @@ async def _serve_chat(settings: Settings, host: str, port: int, apply_migrations
     if apply_migrations:
         await migrate.upgrade(runtime.engine)
     else:
-        await migrate.require_current(runtime.engine)
+        await migrate.require_current(runtime.engine, ("chat",))
 
     def _ready() -> None:
         print(f"appforge chat serving on {runtime.server.address}", file=sys.stderr, flush=True)

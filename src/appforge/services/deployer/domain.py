@@ -248,3 +248,62 @@ def validate_files(paths_and_sizes: Sequence[tuple[str, int]], limits: ArtifactL
             f"total {total} bytes; the limit is {limits.max_total_bytes}", field="files"
         )
     return normalised
+
+
+# --- deployments ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One try at publishing a deployment."""
+
+    number: int
+    worker_id: str
+    started_us: int
+    outcome: AttemptOutcome
+    finished_us: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """A durable deployment job and what happened to it."""
+
+    id: str
+    app_id: str
+    app_version_id: str
+    execution_id: str
+    target: str
+    status: DeploymentStatus
+    policy: Policy
+    attempts_made: int
+    next_attempt_us: int
+    created_us: int
+    updated_us: int
+    url: str = ""
+    error: str = ""
+    finished_us: int | None = None
+    lease_owner: str | None = None
+    cancel_requested: bool = False
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployRequest:
+    """A validated Deploy call: what to publish, where, under which policy."""
+
+    app_id: str
+    app_version_id: str
+    execution_id: str
+    target: str
+    policy: Policy
+    files: tuple[tuple[str, bytes, str], ...]  # (path, content, content_type)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A deployment a worker now holds the lease of, with the attempt it is to make."""
+
+    deployment: Deployment
+    attempt: int
+    deadline_us: int
