@@ -12,7 +12,7 @@ from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
 from appforge.services.common.settings import DEFAULT_PORTS, Settings
 
-SERVICES = ("chat",)
+SERVICES = ("chat", "deployer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default=None, help="address to bind (default APPFORGE_HOST or 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=None, help="port (default: chat 50051)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default: chat 50051, deployer 50053)"
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="deployer: port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
+    )
     serve.add_argument(
         "--migrate",
         action="store_true",
@@ -65,6 +73,31 @@ async def _serve_chat(settings: Settings, host: str, port: int, apply_migrations
     await run_until_signalled([runtime.server], runtime.close, ready=_ready)
 
 
+async def _serve_deployer(
+    settings: Settings, host: str, port: int, http_port: int, apply_migrations: bool
+) -> None:
+    from appforge.services.common.server import run_until_signalled
+    from appforge.services.deployer.bootstrap import build_deployer
+
+    runtime = build_deployer(settings, host=host, port=port, http_port=http_port)
+    if apply_migrations:
+        await migrate.upgrade(runtime.engine)
+    else:
+        await migrate.require_current(runtime.engine, ("deployer",))
+    await runtime.start_background()
+    http = runtime.http
+
+    def _ready() -> None:
+        apps = f", apps on http://{host}:{http.port}/apps/" if http is not None else ""
+        print(
+            f"appforge deployer serving on {runtime.server.address}{apps}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -78,7 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             host = args.host or settings.host
             port = args.port if args.port is not None else DEFAULT_PORTS[args.service]
             embedded = not settings.database_url
-            asyncio.run(_serve_chat(settings, host, port, args.migrate or embedded))
+            if args.service == "deployer":
+                http_port = (
+                    args.http_port if args.http_port is not None else settings.deploy.http_port
+                )
+                asyncio.run(
+                    _serve_deployer(settings, host, port, http_port, args.migrate or embedded)
+                )
+            else:
+                asyncio.run(_serve_chat(settings, host, port, args.migrate or embedded))
             return 0
     except AppforgeError as exc:
         print(f"appforge: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,17 +96,18 @@ Spawn = Callable[..., "asyncio.Future[ServiceProcess] | object"]
 @pytest_asyncio.fixture
 async def spawn(
     service_env: dict[str, str], tmp_path: Path
-) -> AsyncIterator[Callable[[str], asyncio.Task[ServiceProcess]]]:
+) -> AsyncIterator[Callable[..., asyncio.Task[ServiceProcess]]]:
     """Start `appforge serve SERVICE` processes; all are stopped after the test."""
     started: list[ServiceProcess] = []
 
-    async def start(service: str) -> ServiceProcess:
+    async def start(service: str, args: Sequence[str], env: Mapping[str, str]) -> ServiceProcess:
         port = free_port()
         log_path = tmp_path / f"{service}-{port}.log"
+        command = [sys.executable, "-m", "appforge.cli", "serve", service, "--port", str(port)]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "appforge.cli", "serve", service, "--port", str(port)],
-                env=service_env,
+                [*command, *args],
+                env={**service_env, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -117,8 +118,10 @@ async def spawn(
         await wait_serving(handle.address, process)
         return handle
 
-    def spawn_one(service: str) -> asyncio.Task[ServiceProcess]:
-        return asyncio.ensure_future(start(service))
+    def spawn_one(
+        service: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> asyncio.Task[ServiceProcess]:
+        return asyncio.ensure_future(start(service, args, env or {}))
 
     yield spawn_one
     for handle in started:

@@ -8,3 +8,8 @@ PREFIX = "appforge"
 def app_changes_channel(app_id: str) -> str:
     """Pub/sub channel carrying every change to the messages of one app."""
     return f"{PREFIX}:chat:app:{app_id}:changes"
+
+
+def deployment_changes_channel(deployment_id: str) -> str:
+    """Pub/sub channel that says a deployment changed (watchers re-read it)."""
+    return f"{PREFIX}:deployer:deployment:{deployment_id}:changes"

@@ -32,6 +32,60 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    """The deployer: targets, default policy, workers (APPFORGE_DEPLOY_*, APPFORGE_S3_*)."""
+
+    target: str = "local"
+    root: Path | None = None  # None: <data dir>/deploys
+    http_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_public_url: str = ""
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    attempt_timeout: float = 300.0
+    max_attempts: int = 4
+    initial_backoff: float = 1.0
+    max_backoff: float = 60.0
+    lease: float = 30.0
+    workers: int = 4
+    poll_interval: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
+        target = env.get("APPFORGE_DEPLOY_TARGET") or "local"
+        if target not in ("local", "s3"):
+            raise ConfigError(f"APPFORGE_DEPLOY_TARGET must be local or s3, got {target!r}")
+        http_port = _count(env, "APPFORGE_DEPLOY_HTTP_PORT", 8080)
+        root = env.get("APPFORGE_DEPLOY_ROOT")
+        return cls(
+            target=target,
+            root=Path(root) if root else None,
+            http_port=http_port,
+            public_url=env.get("APPFORGE_DEPLOY_PUBLIC_URL") or f"http://127.0.0.1:{http_port}",
+            s3_endpoint_url=env.get("APPFORGE_S3_ENDPOINT_URL", ""),
+            s3_bucket=env.get("APPFORGE_S3_BUCKET", ""),
+            s3_region=env.get("APPFORGE_S3_REGION") or "us-east-1",
+            s3_public_url=env.get("APPFORGE_S3_PUBLIC_URL", ""),
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", ""),
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
+            attempt_timeout=_seconds(env, "APPFORGE_DEPLOY_ATTEMPT_TIMEOUT", 300.0),
+            max_attempts=_count(env, "APPFORGE_DEPLOY_MAX_ATTEMPTS", 4),
+            initial_backoff=_seconds(env, "APPFORGE_DEPLOY_INITIAL_BACKOFF", 1.0),
+            max_backoff=_seconds(env, "APPFORGE_DEPLOY_MAX_BACKOFF", 60.0),
+            lease=_seconds(env, "APPFORGE_DEPLOY_LEASE", 30.0),
+            workers=_count(env, "APPFORGE_DEPLOY_WORKERS", 4),
+            poll_interval=_seconds(env, "APPFORGE_DEPLOY_POLL_INTERVAL", 1.0),
+        )
+
+    @property
+    def s3_configured(self) -> bool:
+        return bool(self.s3_bucket)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything an appforge process needs to know about its environment."""
 
@@ -47,6 +101,7 @@ class Settings:
     shutdown_grace: float = 5.0
     watch_poll_interval: float = 5.0
     db_pool_size: int = 20
+    deploy: DeploySettings = dataclasses.field(default_factory=DeploySettings)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
@@ -67,7 +122,12 @@ class Settings:
             shutdown_grace=_seconds(env, "APPFORGE_SHUTDOWN_GRACE", 5.0),
             watch_poll_interval=_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
             db_pool_size=_count(env, "APPFORGE_DB_POOL_SIZE", 20),
+            deploy=DeploySettings.from_env(env),
         )
+
+    def deploy_root(self) -> Path:
+        """Where the `local` target publishes: APPFORGE_DEPLOY_ROOT or <data dir>/deploys."""
+        return self.deploy.root or (self.data_dir / "deploys")
 
     def resolved_database_url(self) -> str:
         """`DATABASE_URL`, or the embedded SQLite file in the data directory."""

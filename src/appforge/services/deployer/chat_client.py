@@ -1,0 +1,49 @@
+"""The deployer's way to the chat service: a notice becomes an UpsertAssistantMessage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+
+
+class GrpcChatNotifier:
+    """Updates the execution's message by execution_id, never "the latest message"."""
+
+    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+
+    def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return chat_pb2_grpc.ChatServiceStub(self._channel)
+
+    async def notify(
+        self, *, app_id: str, execution_id: str, failed: bool, metadata: Mapping[str, Any]
+    ) -> None:
+        values = struct_pb2.Struct()
+        values.update(dict(metadata))
+        await self._stub().UpsertAssistantMessage(
+            chat_pb2.UpsertAssistantMessageRequest(
+                app_id=app_id,
+                execution_id=execution_id,
+                status=(
+                    chat_pb2.MESSAGE_STATUS_FAILED
+                    if failed
+                    else chat_pb2.MESSAGE_STATUS_UNSPECIFIED
+                ),
+                metadata=values,
+            ),
+            timeout=self.timeout,
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None

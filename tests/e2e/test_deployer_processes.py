@@ -1,0 +1,166 @@
+"""The deployer as its own OS process, with chat, on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+from appforge.api.flow.v1 import flow_pb2
+from tests.e2e.conftest import ServiceProcess, free_port
+from tests.helpers import text_item, upsert, watching
+
+CALCULATOR = {
+    "index.html": b"<!doctype html><html><body><script src='app.js'></script></body></html>",
+    "app.js": b"function add(a, b) { return a + b; }",
+}
+
+
+def _ms(value: int) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromMilliseconds(value)
+    return out
+
+
+def _request(app_id: str, execution_id: str, **policy: Any) -> deployer_pb2.DeployRequest:
+    return deployer_pb2.DeployRequest(
+        app_id=app_id,
+        app_version_id=str(uuid.uuid4()),
+        execution_id=execution_id,
+        files=[flow_pb2.File(path=p, content=c) for p, c in CALCULATOR.items()],
+        target=deployer_pb2.DEPLOY_TARGET_LOCAL,
+        policy=deployer_pb2.DeploymentPolicy(**policy),
+    )
+
+
+@pytest.fixture
+def deployer_env(tmp_path: Path) -> Callable[[ServiceProcess], tuple[list[str], dict[str, str]]]:
+    root = tmp_path / "deploys"
+
+    def make(chat: ServiceProcess) -> tuple[list[str], dict[str, str]]:
+        http_port = free_port()
+        return ["--http-port", str(http_port)], {
+            "APPFORGE_CHAT_ADDR": chat.address,
+            "APPFORGE_DEPLOY_ROOT": str(root),
+            "APPFORGE_DEPLOY_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
+            "APPFORGE_DEPLOY_POLL_INTERVAL": "0.05",
+            "APPFORGE_DEPLOY_LEASE": "1",
+        }
+
+    return make
+
+
+async def _final(
+    stub: deployer_pb2_grpc.DeployerServiceAsyncStub, deployment_id: str
+) -> list[deployer_pb2.Deployment]:
+    states = []
+    async with asyncio.timeout(30):
+        async for state in stub.WatchDeployment(
+            deployer_pb2.WatchDeploymentRequest(deployment_id=deployment_id)
+        ):
+            states.append(state)
+    return states
+
+
+async def test_deploy_publishes_serves_and_marks_the_message_deployed(spawn, deployer_env) -> None:  # type: ignore[no-untyped-def]
+    chat = await spawn("chat")
+    args, env = deployer_env(chat)
+    deployer = await spawn("deployer", *args, env=env)
+    async with (
+        grpc.aio.insecure_channel(chat.address) as chat_channel,
+        grpc.aio.insecure_channel(deployer.address) as channel,
+    ):
+        chat_stub = chat_pb2_grpc.ChatServiceStub(chat_channel)
+        stub = deployer_pb2_grpc.DeployerServiceStub(channel)
+        app = await chat_stub.CreateApp(
+            chat_pb2.CreateAppRequest(team_id="t", name=f"calc-{uuid.uuid4().hex[:8]}")
+        )
+        execution_id = str(uuid.uuid4())
+        await chat_stub.UpsertAssistantMessage(
+            upsert(
+                app.id,
+                execution_id,
+                text_item(1, "Built."),
+                status=chat_pb2.MESSAGE_STATUS_COMPLETED,
+            )
+        )
+        async with watching(chat_stub, app.id) as watcher:
+            request = _request(app.id, execution_id)
+            deployment = await stub.Deploy(request)
+            again = await stub.Deploy(request)
+            assert again.id == deployment.id
+            states = await _final(stub, deployment.id)
+            final = states[-1]
+            assert final.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
+            assert [a.outcome for a in final.attempts] == [deployer_pb2.ATTEMPT_OUTCOME_SUCCEEDED]
+            assert final.url == f"{env['APPFORGE_DEPLOY_PUBLIC_URL']}/apps/{app.id}/"
+            event = await watcher.until(
+                lambda e: (
+                    e.message.metadata["deployment_status"] == "deployed"
+                    if "deployment_status" in e.message.metadata
+                    else False
+                ),
+                timeout=20,
+            )
+        message = event.message
+        assert message.execution_id == execution_id
+        assert message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
+        assert message.metadata["url"] == final.url
+        assert message.metadata["deployment_id"] == deployment.id
+        async with aiohttp.ClientSession() as http:
+            async with http.get(final.url) as page:
+                assert page.status == 200
+                assert await page.read() == CALCULATOR["index.html"]
+            async with http.get(final.url + "app.js") as script:
+                assert script.status == 200 and await script.read() == CALCULATOR["app.js"]
+
+
+async def test_bad_deploy_requests_name_the_field(spawn, deployer_env) -> None:  # type: ignore[no-untyped-def]
+    chat = await spawn("chat")
+    args, env = deployer_env(chat)
+    deployer = await spawn("deployer", *args, env=env)
+    cases = [
+        (dict(files=[]), "files"),
+        (dict(files=[flow_pb2.File(path="../x", content=b"x")]), "files[0].path"),
+        (dict(files=[flow_pb2.File(path="/etc/passwd", content=b"x")]), "files[0].path"),
+        (dict(app_id=""), "app_id"),
+        (dict(target=deployer_pb2.DEPLOY_TARGET_S3), "target"),
+        (
+            dict(policy=deployer_pb2.DeploymentPolicy(attempt_timeout=_ms(-5))),
+            "policy.attempt_timeout",
+        ),
+        (dict(target=9), "target"),
+    ]
+    async with grpc.aio.insecure_channel(deployer.address) as channel:
+        stub = deployer_pb2_grpc.DeployerServiceStub(channel)
+        for change, field in cases:
+            request = _request("app", "exec")
+            for key, value in change.items():
+                if key == "files":
+                    del request.files[:]
+                    request.files.extend(value)  # type: ignore[arg-type]
+                elif key == "policy":
+                    request.policy.CopyFrom(value)  # type: ignore[arg-type]
+                else:
+                    setattr(request, key, value)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Deploy(request)
+            assert err.value.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ), field
+            assert (err.value.details() or "").startswith(f"{field}: "), err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetDeployment(
+                deployer_pb2.GetDeploymentRequest(deployment_id=str(uuid.uuid4()))
+            )
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
