@@ -100,8 +100,10 @@ async def spawn(
     """Start `appforge serve SERVICE` processes; all are stopped after the test."""
     started: list[ServiceProcess] = []
 
-    async def start(service: str, args: Sequence[str], env: Mapping[str, str]) -> ServiceProcess:
-        port = free_port()
+    async def start(
+        service: str, args: Sequence[str], env: Mapping[str, str], port: int | None
+    ) -> ServiceProcess:
+        port = port or free_port()
         log_path = tmp_path / f"{service}-{port}.log"
         command = [sys.executable, "-m", "appforge.cli", "serve", service, "--port", str(port)]
         with log_path.open("wb") as log:
@@ -119,9 +121,9 @@ async def spawn(
         return handle
 
     def spawn_one(
-        service: str, *args: str, env: Mapping[str, str] | None = None
+        service: str, *args: str, env: Mapping[str, str] | None = None, port: int | None = None
     ) -> asyncio.Task[ServiceProcess]:
-        return asyncio.ensure_future(start(service, args, env or {}))
+        return asyncio.ensure_future(start(service, args, env or {}, port))
 
     yield spawn_one
     for handle in started:
