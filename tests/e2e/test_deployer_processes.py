@@ -11,11 +11,13 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf import duration_pb2
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
+from appforge.services.common import db
 from tests.e2e.conftest import ServiceProcess, free_port
 from tests.helpers import text_item, upsert, watching
 
@@ -124,7 +126,18 @@ async def test_deploy_publishes_serves_and_marks_the_message_deployed(spawn, dep
                 assert script.status == 200 and await script.read() == CALCULATOR["app.js"]
 
 
-async def test_bad_deploy_requests_name_the_field(spawn, deployer_env) -> None:  # type: ignore[no-untyped-def]
+async def _stored(pg_url: str) -> tuple[int, int]:
+    engine = db.create_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            deployments = await conn.scalar(sa.text("SELECT count(*) FROM deploy_deployments"))
+            files = await conn.scalar(sa.text("SELECT count(*) FROM deploy_files"))
+    finally:
+        await engine.dispose()
+    return int(deployments or 0), int(files or 0)
+
+
+async def test_bad_deploy_requests_name_the_field(spawn, deployer_env, pg_url) -> None:  # type: ignore[no-untyped-def]
     chat = await spawn("chat")
     args, env = deployer_env(chat)
     deployer = await spawn("deployer", *args, env=env)
@@ -140,6 +153,7 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env) -> None: 
         ),
         (dict(target=9), "target"),
     ]
+    before = await _stored(pg_url)
     async with grpc.aio.insecure_channel(deployer.address) as channel:
         stub = deployer_pb2_grpc.DeployerServiceStub(channel)
         for change, field in cases:
@@ -164,3 +178,4 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env) -> None: 
                 deployer_pb2.GetDeploymentRequest(deployment_id=str(uuid.uuid4()))
             )
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await _stored(pg_url) == before  # nothing half-written
