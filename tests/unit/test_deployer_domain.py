@@ -214,3 +214,10 @@ def test_a_valid_artifact_keeps_its_order() -> None:
         "index.html",
         "js/app.js",
     ]
+
+
+@pytest.mark.parametrize(("lease", "interval"), [(0.3, 0.1), (3, 1.0), (30, 2.0), (600, 2.0)])
+def test_heartbeats_keep_the_lease_and_carry_cancels_quickly(lease: float, interval: float) -> None:
+    from appforge.services.deployer.worker import WorkerConfig
+
+    assert WorkerConfig(lease=lease).heartbeat_interval == pytest.approx(interval)

@@ -35,7 +35,8 @@ class WorkerConfig:
 
     @property
     def heartbeat_interval(self) -> float:
-        return self.lease / 3
+        # Often enough to keep the lease, and to notice a cancel request within 2 s.
+        return min(self.lease / 3, 2.0)
 
 
 class _Stop(Exception):
