@@ -184,18 +184,25 @@ class DeploymentStore:
     async def claim(self, worker_id: str, lease: float, now_us: int) -> Claim | bool | None:
         """Take the next due deployment: a Claim to attempt it now, True when a crashed
         worker's deployment was recovered (look again), None when nothing is due."""
-        due = sa.or_(
-            sa.and_(deployments.c.status.in_(_WAITING), deployments.c.next_attempt_us <= now_us),
-            sa.and_(
+        # Two queries, each served by its own partial index (an OR of both would sort the
+        # whole backlog): crashed workers' deployments first, then the head of the queue.
+        expired = self._lock(
+            sa.select(deployments)
+            .where(
                 deployments.c.status == int(DeploymentStatus.RUNNING),
                 deployments.c.lease_expires_us < now_us,
-            ),
+            )
+            .order_by(deployments.c.lease_expires_us)
+            .limit(1)
         )
-        pick = self._lock(
-            sa.select(deployments).where(due).order_by(deployments.c.next_attempt_us).limit(1)
+        waiting = self._lock(
+            sa.select(deployments)
+            .where(deployments.c.status.in_(_WAITING), deployments.c.next_attempt_us <= now_us)
+            .order_by(deployments.c.next_attempt_us)
+            .limit(1)
         )
         async with translate_errors("claiming a deployment"), self.engine.begin() as conn:
-            row = (await conn.execute(pick)).first()
+            row = (await conn.execute(expired)).first() or (await conn.execute(waiting)).first()
             if row is None:
                 return None
             if row.status == DeploymentStatus.RUNNING:
@@ -396,18 +403,23 @@ class DeploymentStore:
 
     # --- the outbox --------------------------------------------------------------------------
 
-    async def due_notices(self, now_us: int, limit: int = 50) -> list[Any]:
-        async with translate_errors("reading the outbox"), self.engine.connect() as conn:
-            return list(
-                (
-                    await conn.execute(
-                        sa.select(outbox)
-                        .where(outbox.c.delivered_us.is_(None), outbox.c.next_try_us <= now_us)
-                        .order_by(outbox.c.next_try_us)
-                        .limit(limit)
-                    )
-                ).all()
-            )
+    async def claim_notices(self, now_us: int, lease: float, limit: int = 50) -> list[Any]:
+        """Due notices, each held for `lease` seconds so no other deliverer sends it too."""
+        pick = self._lock(
+            sa.select(outbox)
+            .where(outbox.c.delivered_us.is_(None), outbox.c.next_try_us <= now_us)
+            .order_by(outbox.c.next_try_us)
+            .limit(limit)
+        )
+        async with translate_errors("reading the outbox"), self.engine.begin() as conn:
+            rows = list((await conn.execute(pick)).all())
+            if rows:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.deployment_id.in_([r.deployment_id for r in rows]))
+                    .values(next_try_us=now_us + int(lease * US))
+                )
+            return rows
 
     async def notice_delivered(self, deployment_id: str, now_us: int) -> None:
         async with translate_errors("updating the outbox"), self.engine.begin() as conn:

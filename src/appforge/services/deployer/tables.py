@@ -34,7 +34,23 @@ deployments = sa.Table(
     sa.Column("updated_us", sa.BigInteger, nullable=False),
     sa.Column("finished_us", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("app_version_id", name="uq_deploy_deployments_version"),
-    sa.Index("ix_deploy_deployments_due", "status", "next_attempt_us"),
+)
+
+# Claims read the head of the queue without sorting the backlog: one partial index for
+# waiting deployments in due order, one for running ones by lease expiry.
+_WAITING = sa.text("status IN (1, 3)")
+_RUNNING = sa.text("status = 2")
+sa.Index(
+    "ix_deploy_deployments_waiting",
+    deployments.c.next_attempt_us,
+    postgresql_where=_WAITING,
+    sqlite_where=_WAITING,
+)
+sa.Index(
+    "ix_deploy_deployments_leased",
+    deployments.c.lease_expires_us,
+    postgresql_where=_RUNNING,
+    sqlite_where=_RUNNING,
 )
 
 attempts = sa.Table(

@@ -201,6 +201,8 @@ class NoticeDeliverer:
     """Sends outbox notices to chat until each one is acknowledged."""
 
     RETRY = Policy(initial_backoff=0.1, max_backoff=5.0)
+    # Longer than one notify call (10 s timeout), so a claimed notice is not sent twice.
+    CLAIM_LEASE = 30.0
 
     def __init__(
         self,
@@ -218,6 +220,7 @@ class NoticeDeliverer:
         self.poll_interval = poll_interval
         self.wake = wake
         self.rng = rng or random.Random()
+        self._in_flight = asyncio.Semaphore(16)
 
     async def run(self) -> None:
         while True:
@@ -230,9 +233,13 @@ class NoticeDeliverer:
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval)
 
     async def deliver_due(self) -> int:
-        """Try every due notice once; return how many were acknowledged."""
-        delivered = 0
-        for notice in await self.store.due_notices(self.clock.now_us()):
+        """Claim the due notices and try each once, concurrently; return how many chat took."""
+        notices = await self.store.claim_notices(self.clock.now_us(), self.CLAIM_LEASE)
+        results = await asyncio.gather(*(self._deliver(n) for n in notices))
+        return sum(results)
+
+    async def _deliver(self, notice: Any) -> bool:
+        async with self._in_flight:
             try:
                 await self.chat.notify(
                     app_id=notice.app_id,
@@ -252,12 +259,11 @@ class NoticeDeliverer:
                     tries=notice.tries + 1,
                     error=repr(exc),
                 )
-                continue
+                return False
             await self.store.notice_delivered(notice.deployment_id, self.clock.now_us())
-            delivered += 1
             log.info(
                 "notice_delivered",
                 deployment_id=notice.deployment_id,
                 execution_id=notice.execution_id,
             )
-        return delivered
+            return True
