@@ -42,22 +42,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import random
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -65,6 +61,23 @@ from typing import Any, TypeAlias
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from harness import (
+    CALL_TIMEOUT_S,
+    CHANNEL_OPTIONS,
+    MIGRATE_TIMEOUT_S,
+    BenchError,
+    Child,
+    PySpy,
+    _proc_cpu_s,
+    appforge_command,
+    bench_database,
+    free_port,
+    log,
+    py_spy_command,
+    run_command,
+    running,
+    summarise_collapsed,
+)
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
@@ -75,10 +88,6 @@ TARGET_P99_MS = 30.0
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 # What the service's engine may open (services/common/db.py: pool_size=10, max_overflow=10).
 CEILING_POOL_SIZE = 20
-CALL_TIMEOUT_S = 30.0
-READY_TIMEOUT_S = 30.0
-STOP_GRACE_S = 10.0
-MIGRATE_TIMEOUT_S = 120.0
 OPEN_EXECUTIONS_PER_WORKER = 4
 TEXT_CHUNK = "The form now validates the e-mail field before it posts to /api/signup. "
 
@@ -331,27 +340,6 @@ async def drive(upsert: UpsertCall, scripts: Sequence[Script], concurrency: int)
 # --- processes, CPU accounting and readiness ----------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the child fails fast if it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_cpu_s(stat_path: Path) -> tuple[str, float] | None:
-    """(command name, user+system CPU seconds) of one process, from /proc/<pid>/stat."""
-    try:
-        raw = stat_path.read_text()
-    except OSError:
-        return None
-    name = raw[raw.find("(") + 1 : raw.rfind(")")]
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return name, (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def cpu_sample(server_pid: int | None) -> CpuSample:
     """CPU used so far; server and PostgreSQL are -1 where /proc does not tell."""
     server = _proc_cpu_s(Path(f"/proc/{server_pid}/stat")) if server_pid else None
@@ -367,171 +355,7 @@ def cpu_sample(server_pid: int | None) -> CpuSample:
     )
 
 
-CHANNEL_OPTIONS = [
-    # Reconnect quickly while a child is still binding its port (the default backoff is 1s).
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 250),
-]
-
-
-class Child:
-    """A server process the bench owns: started, awaited ready, stopped, killed on error."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.env = env
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def wait_serving(self, address: str, timeout: float) -> None:
-        """Return once the health service says SERVING; fail if the child dies or is slow."""
-        assert self.proc is not None
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-            watch = asyncio.ensure_future(_until_serving(channel))
-            exited = asyncio.ensure_future(self.proc.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {watch, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for task in (watch, exited):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                        await task
-        if watch in done and not watch.cancelled() and watch.exception() is None:
-            return
-        if exited in done:
-            raise BenchError(f"{self.name} exited with {self.proc.returncode} before serving")
-        raise BenchError(f"{self.name} not SERVING on {address} after {timeout:.0f}s")
-
-    async def stop(self, grace: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; the exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        return proc.returncode
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-async def _until_serving(channel: grpc.aio.Channel) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest(service="")
-    async for reply in stub.Watch(request, wait_for_ready=True):
-        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-
-
-@contextlib.asynccontextmanager
-async def running(child: Child, address: str) -> AsyncIterator[Child]:
-    """A started, SERVING child, stopped (or killed) on the way out whatever happens."""
-    try:
-        await child.start()
-        await child.wait_serving(address, READY_TIMEOUT_S)
-        yield child
-    except BaseException:
-        log(f"--- last lines of {child.name}'s log ({child.log}) ---\n{child.log_tail()}")
-        raise
-    finally:
-        status = await child.stop()
-        log(f"{child.name} stopped (exit status {status})")
-
-
-class BenchError(Exception):
-    """The bench could not measure (setup failed, a child died, nothing succeeded)."""
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def appforge_command() -> list[str]:
-    """The `appforge` entry point of this virtualenv, else the module."""
-    beside = Path(sys.executable).with_name("appforge")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("appforge")
-    return [found] if found else [sys.executable, "-m", "appforge.cli"]
-
-
-async def run_command(argv: Sequence[str], env: dict[str, str], timeout: float) -> str:
-    """Run a command to completion; its output, or BenchError when it fails."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} exited with {proc.returncode}:\n{text}")
-    return text
-
-
 # --- database -----------------------------------------------------------------------------
-
-
-def _dsn_with_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
-
-
-@contextlib.asynccontextmanager
-async def bench_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A fresh database for this run (its asyncpg DSN), dropped on the way out."""
-    name = f"appforge_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_dsn, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    log(f"created database {name}")
-    try:
-        yield _dsn_with_database(admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(admin_dsn, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-        log(f"dropped database {name}")
 
 
 # --- the ceiling server -------------------------------------------------------------------
@@ -591,76 +415,6 @@ async def _keep_session_state(connection: asyncpg.Connection) -> None:
 
 
 # --- py-spy (optional) --------------------------------------------------------------------
-
-
-class PySpy:
-    """`py-spy record` attached to a pid during the measured phase, raw (collapsed) output."""
-
-    def __init__(self, out: Path, pid: int) -> None:
-        self.out = out
-        self.pid = pid
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        exe = py_spy_command()
-        if exe is None:
-            raise BenchError("py-spy is not installed (pip install py-spy)")
-        self.proc = await asyncio.create_subprocess_exec(
-            exe,
-            *("record", "--pid", str(self.pid), "--format", "raw", "--rate", "250"),
-            *("--output", str(self.out), "--nonblocking"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout=30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def py_spy_command() -> str | None:
-    """The py-spy executable, if installed (in this virtualenv or on PATH)."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-def _frame_package(frame: str) -> str:
-    """`fn (sqlalchemy/sql/elements.py:12)` -> `sqlalchemy`."""
-    where = frame[frame.rfind("(") + 1 :]
-    return where.split("/", 1)[0] if "/" in where else "(native/other)"
-
-
-def summarise_collapsed(path: Path, top: int = 15) -> str:
-    """Where the service's samples are: own time by package, and appforge frames inclusive."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        own[_frame_package(frames[-1])] += count
-        for frame in set(frames):
-            if "(appforge/" in frame and "cli.py" not in frame:
-                inclusive[frame] += count
-    if total == 0:
-        return "py-spy: no samples"
-    rows = [f"py-spy: {total} samples of the service process (all threads, not idle)"]
-    rows.append("  own time by package (asyncio includes the socket send syscalls):")
-    rows += [f"    {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(8)]
-    rows.append("  appforge frames, inclusive:")
-    rows += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
-    return "\n".join(rows)
 
 
 # --- orchestration ------------------------------------------------------------------------
