@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -229,7 +230,14 @@ class DeploymentStore:
                     outcome=int(AttemptOutcome.RUNNING),
                 )
             )
-            deployment = await self._read(conn, deployment_id=row.id)
+        # The row as just written (its attempts are not loaded: a worker does not need them).
+        deployment = replace(
+            _deployment(row),
+            status=DeploymentStatus.RUNNING,
+            attempts_made=number,
+            lease_owner=worker_id,
+            updated_us=now_us,
+        )
         deadline = attempt_deadline_us(
             started_us=now_us, policy=deployment.policy, created_us=deployment.created_us
         )
@@ -277,8 +285,8 @@ class DeploymentStore:
         error: str,
         url: str,
         now_us: int,
-    ) -> Deployment | None:
-        """Record how an attempt ended and what follows; None if the lease was lost."""
+    ) -> DeploymentStatus | None:
+        """Record how an attempt ended; the deployment's new status, None if the lease was lost."""
         deployment_id = claim.deployment.id
         async with translate_errors("finishing an attempt"), self.engine.begin() as conn:
             owned = sa.select(deployments).where(
@@ -294,6 +302,7 @@ class DeploymentStore:
             await self._end_attempt(conn, deployment_id, claim.attempt, outcome, error, now_us)
             if outcome is AttemptOutcome.SUCCEEDED:
                 await self._apply_step(conn, row, DeploymentStatus.SUCCEEDED, None, "", now_us, url)
+                return DeploymentStatus.SUCCEEDED
             else:
                 step = after_failure(
                     outcome=outcome,
@@ -307,7 +316,7 @@ class DeploymentStore:
                 await self._apply_step(
                     conn, row, step.status, step.retry_at_us, step.reason, now_us
                 )
-            return await self._read(conn, deployment_id=deployment_id)
+                return step.status
 
     async def _end_attempt(
         self,

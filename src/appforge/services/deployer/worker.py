@@ -116,7 +116,7 @@ class DeploymentWorker:
         log.info(
             "attempt_finished",
             outcome=outcome.name.lower(),
-            status=finished.status.name.lower(),
+            status=finished.name.lower(),
             error=error,
             **fields,
         )
