@@ -8,7 +8,6 @@ own chat message.
 
 from __future__ import annotations
 
-import posixpath
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
+from appforge.services.common.paths import safe_relative_path
 
 US = 1_000_000
 
@@ -202,22 +202,7 @@ class ArtifactLimits:
 
 def normalise_path(path: str, field_name: str, limits: ArtifactLimits) -> str:
     """A safe relative path (posix, normalised, inside the version), or InvalidArgument."""
-    if not path:
-        raise InvalidArgument("must not be empty", field=field_name)
-    if len(path) > limits.max_path_length:
-        raise InvalidArgument(
-            f"must be at most {limits.max_path_length} characters", field=field_name
-        )
-    if "\\" in path or "\x00" in path or not path.isprintable():
-        raise InvalidArgument("must be a printable posix path", field=field_name)
-    if path.startswith("/"):
-        raise InvalidArgument("must be relative, not absolute", field=field_name)
-    if ".." in path.split("/"):
-        raise InvalidArgument("must not contain '..'", field=field_name)
-    normal = posixpath.normpath(path)
-    if normal in (".", "") or normal.startswith("../"):
-        raise InvalidArgument("must name a file inside the app", field=field_name)
-    return normal
+    return safe_relative_path(path, field_name, max_length=limits.max_path_length)
 
 
 def validate_files(paths_and_sizes: Sequence[tuple[str, int]], limits: ArtifactLimits) -> list[str]:
