@@ -9,12 +9,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from appforge.services.builder.tables import metadata as builder_metadata
 from appforge.services.chat.store import metadata as chat_metadata
 from appforge.services.common import db, migrate
 from appforge.services.deployer.tables import metadata as deployer_metadata
 
 metadata = sa.MetaData()
-for source in (chat_metadata, deployer_metadata):
+for source in (chat_metadata, deployer_metadata, builder_metadata):
     for table in source.tables.values():
         table.to_metadata(metadata)
 

@@ -15,7 +15,7 @@ from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-SERVICES_WITH_MIGRATIONS = ("chat", "deployer")
+SERVICES_WITH_MIGRATIONS = ("chat", "deployer", "builder")
 
 
 def alembic_config(service: str) -> Config:

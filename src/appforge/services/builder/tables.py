@@ -1,0 +1,27 @@
+"""The builder's tables (its migrations build exactly these)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+executions = sa.Table(
+    "builder_executions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column("user_message_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("model", sa.String(32), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False, server_default=""),
+    # The flow's ordering state: the last seq and stamp handed out (invariant 2).
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_stamp_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("heartbeat_us", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Column("finished_us", sa.BigInteger, nullable=True),
+)
