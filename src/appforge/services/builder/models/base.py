@@ -1,0 +1,130 @@
+"""The model provider interface: the turns a model answers and the tools it may call.
+
+A build is a conversation. Each step the builder asks the model for its next `Turn` (text
+and a batch of tool calls), runs the batch, and records both as an `Exchange`. A turn
+without tool calls ends the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+WRITE_FILE: Final = "write_file"
+READ_FILE: Final = "read_file"
+DELETE_FILE: Final = "delete_file"
+LIST_FILES: Final = "list_files"
+TOOL_NAMES: Final = frozenset({WRITE_FILE, READ_FILE, DELETE_FILE, LIST_FILES})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolRequest:
+    """One tool call the model asks for; `arguments` is JSON-shaped and treated as read-only."""
+
+    call_id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    """What one tool call gave back: an output when `ok`, else an error message."""
+
+    call_id: str
+    ok: bool
+    output: Mapping[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Turn:
+    """The model's answer for one step: text, then a batch of tool calls (none: it is done)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolRequest, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return not self.tool_calls
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exchange:
+    """One step of the conversation: the model's turn and the results of its tool calls."""
+
+    turn: Turn
+    results: tuple[ToolResult, ...] = ()
+
+
+class Model(Protocol):
+    """A model provider: given the user's prompt and the steps so far, the next turn."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn: ...
+
+
+def _path_property(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description, "minLength": 1}
+
+
+_PATH_DESCRIPTION: Final = (
+    "Path relative to the app's root, with '/' as separator, e.g. 'index.html' or "
+    "'js/app.js'. Absolute paths and '..' are rejected."
+)
+
+# The OpenAI chat-completions "tools" format. Treat as read-only: providers serialise it.
+TOOL_SCHEMAS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "type": "function",
+        "function": {
+            "name": WRITE_FILE,
+            "description": "Create or overwrite a text file of the app with the given content.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "path": _path_property(_PATH_DESCRIPTION),
+                    "content": {"type": "string", "description": "The whole file, as UTF-8 text."},
+                },
+                "required": ["path", "content"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": READ_FILE,
+            "description": "Read a text file of the app.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": _path_property(_PATH_DESCRIPTION)},
+                "required": ["path"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": DELETE_FILE,
+            "description": "Delete a file of the app.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": _path_property(_PATH_DESCRIPTION)},
+                "required": ["path"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": LIST_FILES,
+            "description": "List the app's files with their sizes in bytes.",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
+    },
+)
