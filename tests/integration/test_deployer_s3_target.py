@@ -40,8 +40,8 @@ FILES = (
 )
 EXPECTED_TYPES = {
     "index.html": "text/html; charset=utf-8",
-    "assets/app.js": "text/javascript",
-    "assets/style.css": "text/css",
+    "assets/app.js": "text/javascript; charset=utf-8",
+    "assets/style.css": "text/css; charset=utf-8",
     "assets/logo.svg": "image/svg+xml",
     "data/blob": "application/octet-stream",
     "data/model.bin": "application/x-custom",

@@ -108,8 +108,8 @@ def test_a_publish_error_passes_through() -> None:
     [
         ("index.html", "text/html; charset=utf-8"),
         ("a/b/page.HTM", "text/html; charset=utf-8"),
-        ("app.js", "text/javascript"),
-        ("style.css", "text/css"),
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
         ("logo.svg", "image/svg+xml"),
         ("photo.png", "image/png"),
         ("data.json", "application/json"),
@@ -135,7 +135,7 @@ def test_plan_keys_types_and_cache_control() -> None:
         ("apps/app-1/versions/v-1/index.html", "text/html; charset=utf-8", "no-cache"),
         (
             "apps/app-1/versions/v-1/x/app.js",
-            "text/javascript",
+            "text/javascript; charset=utf-8",
             "public, max-age=31536000, immutable",
         ),
         ("apps/app-1/versions/v-1/page", "text/html", "no-cache"),

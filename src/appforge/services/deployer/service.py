@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mimetypes
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,6 +15,7 @@ from appforge.services.common.errors import FailedPrecondition, InvalidArgument
 from appforge.services.common.logging import get_logger
 from appforge.services.common.settings import Settings
 from appforge.services.common.validation import require_id
+from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.domain import (
     TARGETS,
     ArtifactLimits,
@@ -103,7 +103,7 @@ class DeployerService:
             target=target,
             policy=self.policy(policy),
             files=tuple(
-                (path, content, content_type or _content_type(path))
+                (path, content, content_type or content_type_for(path))
                 for path, (_, content, content_type) in zip(paths, files, strict=True)
             ),
         )
@@ -162,10 +162,3 @@ class DeployerService:
 
 def _pick(value: _T | None, default: _T) -> _T:
     return default if value is None else value
-
-
-def _content_type(path: str) -> str:
-    if path.endswith((".js", ".mjs")):
-        return "text/javascript"
-    guessed, _ = mimetypes.guess_type(path)
-    return guessed or "application/octet-stream"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import mimetypes
 import os
 import posixpath
 import shutil
@@ -31,6 +30,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from appforge.services.common.logging import get_logger
+from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
 
 log = get_logger(__name__)
@@ -416,42 +416,6 @@ def _switch_current(app_dir: Path, version_id: str) -> None:
 
 
 # Built-in table only, so answers never depend on the host's /etc/mime.types.
-_MIME = mimetypes.MimeTypes()
-_CONTENT_TYPES = {
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".js": "text/javascript",  # RFC 9239
-    ".mjs": "text/javascript",
-    ".css": "text/css",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".ico": "image/x-icon",
-    ".wasm": "application/wasm",
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".txt": "text/plain",
-}
-
-
-def content_type_for(path: str) -> str:
-    """The Content-Type served for a file, from its extension; text is UTF-8."""
-    extension = posixpath.splitext(path)[1].lower()
-    content_type = (
-        _CONTENT_TYPES.get(extension) or _MIME.guess_type(path)[0] or "application/octet-stream"
-    )
-    if content_type.startswith("text/"):
-        content_type += "; charset=utf-8"
-    return content_type
-
-
 class DeployHttpServer:
     """Serves each app's current version from the deploy root: `GET /apps/<app_id>/<path>`.
 

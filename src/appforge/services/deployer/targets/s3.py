@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import http
 import json
-import mimetypes
 import posixpath
 import re
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped, unus
 
 from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.logging import get_logger
+from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
 
 log = get_logger(__name__)
@@ -46,33 +46,8 @@ POINTER_NAME = "current.json"
 HTML_CACHE_CONTROL = "no-cache"
 # Keys carry the version id and a version's bytes never change, so assets may be cached hard.
 ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 MAX_MESSAGE_CHARS = 300
-
-# The platform's mimetypes table varies (it reads /etc/mime.types); the web's core types are
-# pinned here so a deployment serves the same headers wherever the deployer runs.
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".htm": "text/html; charset=utf-8",
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".css": "text/css",
-    ".svg": "image/svg+xml",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".webmanifest": "application/manifest+json",
-    ".txt": "text/plain; charset=utf-8",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".ico": "image/vnd.microsoft.icon",
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".wasm": "application/wasm",
-}
 
 # Error codes that mean "try again later", whatever HTTP status carries them
 # (RequestTimeout, for one, comes with a 400).
@@ -309,15 +284,6 @@ class S3Target:
 def version_prefix(app_id: str, app_version_id: str) -> str:
     """The key prefix (ending in `/`) under which a version's files live."""
     return f"apps/{app_id}/versions/{app_version_id}/"
-
-
-def content_type_for(path: str) -> str:
-    """The Content-Type to serve a file with, by its extension."""
-    ext = posixpath.splitext(path)[1].lower()
-    if ext in CONTENT_TYPES:
-        return CONTENT_TYPES[ext]
-    guessed, _ = mimetypes.guess_type(path, strict=False)
-    return guessed or DEFAULT_CONTENT_TYPE
 
 
 def plan_uploads(
