@@ -61,7 +61,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
@@ -91,9 +90,9 @@ from harness import (
     free_port,
     log,
     py_spy_command,
+    run_and_report,
     run_command,
     running,
-    summarise_collapsed,
 )
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -870,17 +869,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url=args.redis_url,
         py_spy=args.py_spy,
     )
-    try:
-        result = asyncio.run(_main(config))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return 130
-    print(json.dumps(result, indent=2) if args.json else render_table(result))
-    if config.py_spy and config.py_spy.exists() and not args.json:
-        print()
-        print(summarise_collapsed(config.py_spy))
+    result = run_and_report(
+        _main(config), as_json=args.json, render=render_table, py_spy=config.py_spy
+    )
+    if isinstance(result, int):
+        return result
     return 0 if result["correct"] else 3
 
 

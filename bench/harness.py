@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -15,8 +16,9 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -293,3 +295,25 @@ def summarise_collapsed(path: Path, top: int = 15) -> str:
     rows.append("  appforge frames, inclusive:")
     rows += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
     return "\n".join(rows)
+
+
+def run_and_report(
+    main: Coroutine[Any, Any, dict[str, Any]],
+    *,
+    as_json: bool,
+    render: Callable[[dict[str, Any]], str],
+    py_spy: Path | None,
+) -> dict[str, Any] | int:
+    """Run a bench's main coroutine and print its result; an exit status if it failed."""
+    try:
+        result = asyncio.run(main)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130
+    print(json.dumps(result, indent=2) if as_json else render(result))
+    if py_spy and py_spy.exists() and not as_json:
+        print()
+        print(summarise_collapsed(py_spy))
+    return result
