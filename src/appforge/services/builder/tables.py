@@ -25,3 +25,65 @@ executions = sa.Table(
     sa.Column("updated_us", sa.BigInteger, nullable=False),
     sa.Column("finished_us", sa.BigInteger, nullable=True),
 )
+
+# Tool calls of every execution; status only moves forward (pending 1, streaming 2, then a
+# terminal state), which the store enforces in its WHERE clauses.
+tool_calls = sa.Table(
+    "builder_tool_calls",
+    metadata,
+    sa.Column(
+        "execution_id", sa.String(36), sa.ForeignKey("builder_executions.id"), primary_key=True
+    ),
+    sa.Column("call_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("arguments_json", sa.Text, nullable=False, server_default=""),
+    sa.Column("result_json", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("deadline_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+)
+# The sweeper's question, "which unfinished calls are past their deadline?", reads this.
+sa.Index(
+    "ix_builder_tool_calls_open",
+    tool_calls.c.deadline_us,
+    postgresql_where=sa.text("status IN (1, 2)"),
+    sqlite_where=sa.text("status IN (1, 2)"),
+)
+
+app_versions = sa.Table(
+    "builder_app_versions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column(
+        "execution_id", sa.String(36), sa.ForeignKey("builder_executions.id"), nullable=False
+    ),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("execution_id", name="uq_builder_app_versions_execution"),
+)
+
+app_version_files = sa.Table(
+    "builder_app_version_files",
+    metadata,
+    sa.Column(
+        "version_id", sa.String(36), sa.ForeignKey("builder_app_versions.id"), primary_key=True
+    ),
+    sa.Column("path", sa.String(512), primary_key=True),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)
+
+# One row per execution that asked for a deployment: the unique key, not a flag, is what
+# makes Deploy happen exactly once per execution.
+deploy_requests = sa.Table(
+    "builder_deploy_requests",
+    metadata,
+    sa.Column(
+        "execution_id", sa.String(36), sa.ForeignKey("builder_executions.id"), primary_key=True
+    ),
+    sa.Column("app_version_id", sa.String(36), nullable=False),
+    sa.Column("deployment_id", sa.String(36), nullable=True),
+    sa.Column("requested_us", sa.BigInteger, nullable=False),
+)

@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from appforge.services.common.errors import FailedPrecondition, InvalidArgument
+from appforge.services.common.flow import ToolStatus as ToolStatus
 
 
 class Role(IntEnum):
@@ -30,21 +31,6 @@ class MessageStatus(IntEnum):
     PROCESSING = 2
     COMPLETED = 3
     FAILED = 4
-
-
-class ToolStatus(IntEnum):
-    """A tool call's state; see `TOOL_RANK` for the order it moves in."""
-
-    PENDING = 1
-    STREAMING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-    TIMED_OUT = 5
-    CANCELLED = 6
-
-    @property
-    def terminal(self) -> bool:
-        return self >= ToolStatus.SUCCEEDED
 
 
 # pending → streaming → any terminal state; terminal states share a rank, so the first
