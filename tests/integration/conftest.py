@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.builder.store import ExecutionStore
 from appforge.services.chat.bootstrap import ChatRuntime, build_chat
 from appforge.services.common import db, migrate
 from appforge.services.common.bus import InProcessBus, RedisBus
@@ -95,3 +96,36 @@ def new_app(chat: ChatHandle) -> NewApp:
 @pytest.fixture
 def execution_id() -> str:
     return str(uuid.uuid4())
+
+
+@pytest_asyncio.fixture
+async def builder_store(backend: tuple[str, str, str | None]) -> AsyncIterator[ExecutionStore]:
+    """The builder's store on each backend, schema migrated."""
+    engine = db.create_engine(backend[1])
+    await migrate.upgrade(engine)
+    yield ExecutionStore(engine)
+    await engine.dispose()
+
+
+NewExecution = Callable[[], Awaitable[str]]
+EXECUTION_CREATED_US = 1_800_000_000_000_000
+
+
+@pytest.fixture
+def new_execution(builder_store: ExecutionStore) -> NewExecution:
+    """A factory of fresh builder executions (created at EXECUTION_CREATED_US)."""
+
+    async def create() -> str:
+        execution_id = str(uuid.uuid4())
+        await builder_store.create(
+            execution_id=execution_id,
+            app_id="app",
+            model="scripted",
+            prompt="build a calculator",
+            user_message_id="m",
+            owner="builder-1",
+            now_us=EXECUTION_CREATED_US,
+        )
+        return execution_id
+
+    return create

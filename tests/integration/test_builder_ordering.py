@@ -4,72 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from appforge.services.builder.store import ExecutionStore
-from appforge.services.common import db, migrate
+from appforge.services.common import db
 from appforge.services.common.errors import NotFound
+from tests.integration.conftest import NewExecution
 
 NOW = 1_800_000_000_000_000
 
 
-@pytest_asyncio.fixture
-async def store(backend: tuple[str, str, str | None]) -> AsyncIterator[ExecutionStore]:
-    engine = db.create_engine(backend[1])
-    await migrate.upgrade(engine)
-    yield ExecutionStore(engine)
-    await engine.dispose()
-
-
-async def _execution(store: ExecutionStore) -> str:
-    execution_id = str(uuid.uuid4())
-    await store.create(
-        execution_id=execution_id,
-        app_id="app",
-        model="scripted",
-        prompt="build a calculator",
-        user_message_id="m",
-        owner="builder-1",
-        now_us=NOW,
-    )
-    return execution_id
-
-
 async def test_a_frozen_wall_clock_still_gives_strictly_increasing_stamps(
-    store: ExecutionStore,
+    builder_store: ExecutionStore, new_execution: NewExecution
 ) -> None:
-    execution_id = await _execution(store)
-    pairs = [p for _ in range(50) for p in await store.allocate(execution_id, 2, NOW)]
+    execution_id = await new_execution()
+    pairs = [p for _ in range(50) for p in await builder_store.allocate(execution_id, 2, NOW)]
     assert [seq for seq, _ in pairs] == list(range(1, 101))
     assert [stamp for _, stamp in pairs] == list(range(NOW, NOW + 100))
 
 
-async def test_a_clock_stepping_back_never_repeats_a_stamp(store: ExecutionStore) -> None:
-    execution_id = await _execution(store)
-    first = await store.allocate(execution_id, 3, NOW)
-    earlier = await store.allocate(execution_id, 2, NOW - 60_000_000)  # a minute back
-    later = await store.allocate(execution_id, 1, NOW + 5_000_000)
+async def test_a_clock_stepping_back_never_repeats_a_stamp(
+    builder_store: ExecutionStore, new_execution: NewExecution
+) -> None:
+    execution_id = await new_execution()
+    first = await builder_store.allocate(execution_id, 3, NOW)
+    earlier = await builder_store.allocate(execution_id, 2, NOW - 60_000_000)  # a minute back
+    later = await builder_store.allocate(execution_id, 1, NOW + 5_000_000)
     stamps = [s for _, s in (*first, *earlier, *later)]
     assert stamps == [NOW, NOW + 1, NOW + 2, NOW + 3, NOW + 4, NOW + 5_000_000]
     assert [q for q, _ in (*first, *earlier, *later)] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_a_tools_item_and_the_text_right_after_get_their_own_stamps(
-    store: ExecutionStore,
+    builder_store: ExecutionStore, new_execution: NewExecution
 ) -> None:
     # The seed's bug: "tools (2) + message (same timestamp!)". One allocation, two stamps.
-    execution_id = await _execution(store)
-    (tools_seq, tools_stamp), (text_seq, text_stamp) = await store.allocate(execution_id, 2, NOW)
+    execution_id = await new_execution()
+    (tools_seq, tools_stamp), (text_seq, text_stamp) = await builder_store.allocate(
+        execution_id, 2, NOW
+    )
     assert (tools_seq, text_seq) == (1, 2)
     assert text_stamp > tools_stamp
 
 
-async def test_concurrent_allocations_never_share_a_seq_or_stamp(store: ExecutionStore) -> None:
-    execution_id = await _execution(store)
-    batches = await asyncio.gather(*(store.allocate(execution_id, 3, NOW) for _ in range(40)))
+async def test_concurrent_allocations_never_share_a_seq_or_stamp(
+    builder_store: ExecutionStore, new_execution: NewExecution
+) -> None:
+    execution_id = await new_execution()
+    batches = await asyncio.gather(
+        *(builder_store.allocate(execution_id, 3, NOW) for _ in range(40))
+    )
     pairs = sorted(p for batch in batches for p in batch)
     assert [seq for seq, _ in pairs] == list(range(1, 121))
     stamps = [stamp for _, stamp in pairs]
@@ -77,10 +62,10 @@ async def test_concurrent_allocations_never_share_a_seq_or_stamp(store: Executio
 
 
 async def test_a_restarted_builder_continues_the_sequence(
-    store: ExecutionStore, backend: tuple[str, str, str | None]
+    builder_store: ExecutionStore, new_execution: NewExecution, backend: tuple[str, str, str | None]
 ) -> None:
-    execution_id = await _execution(store)
-    await store.allocate(execution_id, 4, NOW)
+    execution_id = await new_execution()
+    await builder_store.allocate(execution_id, 4, NOW)
     engine = db.create_engine(backend[1])  # another process's view of the same database
     try:
         after_restart = await ExecutionStore(engine).allocate(execution_id, 1, NOW - 1)
@@ -89,8 +74,10 @@ async def test_a_restarted_builder_continues_the_sequence(
     assert after_restart == [(5, NOW + 4)]
 
 
-async def test_allocating_for_an_unknown_execution_is_not_found(store: ExecutionStore) -> None:
+async def test_allocating_for_an_unknown_execution_is_not_found(
+    builder_store: ExecutionStore, new_execution: NewExecution
+) -> None:
     with pytest.raises(NotFound):
-        await store.allocate(str(uuid.uuid4()), 1, NOW)
+        await builder_store.allocate(str(uuid.uuid4()), 1, NOW)
     with pytest.raises(ValueError):
-        await store.allocate(await _execution(store), 0, NOW)
+        await builder_store.allocate(await new_execution(), 0, NOW)
