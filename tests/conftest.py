@@ -19,7 +19,6 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -158,21 +157,6 @@ def pg_url(infra: Infra) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(infra: Infra) -> str:
     return infra.redis_url
-
-
-async def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll an async or sync predicate until it returns something truthy, with a bound."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

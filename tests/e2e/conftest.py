@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +90,6 @@ def service_env(
     return env
 
 
-Spawn = Callable[..., "asyncio.Future[ServiceProcess] | object"]
-
-
 @pytest_asyncio.fixture
 async def spawn(
     service_env: dict[str, str], tmp_path: Path
@@ -128,8 +125,3 @@ async def spawn(
     yield spawn_one
     for handle in started:
         handle.terminate()
-
-
-@pytest.fixture
-def chat_pair_ports() -> Iterator[tuple[int, int]]:
-    yield free_port(), free_port()

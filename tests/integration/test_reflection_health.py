@@ -92,13 +92,9 @@ async def test_health_serving_then_not_serving_during_shutdown(
     watch = health.Watch(health_pb2.HealthCheckRequest(service=CHAT))
     first = await asyncio.wait_for(watch.read(), 5)
     assert first.status == health_pb2.HealthCheckResponse.SERVING
-    stopping = asyncio.create_task(stop_chat_server_only(handle))
+    stopping = asyncio.create_task(handle.runtime.server.stop())
     second = await asyncio.wait_for(watch.read(), 5)
     assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await asyncio.wait_for(stopping, 10)
     watch.cancel()
     await stop_chat(handle)
-
-
-async def stop_chat_server_only(handle: ChatHandle) -> None:
-    await handle.runtime.server.stop()

@@ -16,6 +16,7 @@ from appforge.services.chat.domain import (
     ItemKind,
     Message,
     MessageStatus,
+    Role,
     ToolCall,
     ToolStatus,
 )
@@ -89,8 +90,6 @@ def message_to_proto(message: Message) -> chat_pb2.ChatMessage:
 
 def message_from_proto(proto: chat_pb2.ChatMessage) -> Message:
     """The inverse of `message_to_proto` (the bus carries messages as protobuf)."""
-    from appforge.services.chat.domain import Role
-
     return Message(
         id=proto.id,
         app_id=proto.app_id,

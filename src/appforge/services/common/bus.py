@@ -260,10 +260,6 @@ class RedisBus:
             except Exception as retry_exc:
                 log.warning("redis_bus_reconnect_failed", error=repr(retry_exc))
 
-    async def ping(self) -> bool:
-        """True when Redis answers."""
-        return bool(await self._redis.ping())
-
     async def close(self) -> None:
         await self.flush()
         self._closed = True

@@ -19,8 +19,7 @@ SUPPORTED_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
 
 # Raised by asyncpg itself when code uses the raw driver connection (the hot paths).
 DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    ConnectionError,
+    OSError,  # connection refused, reset, timeouts
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,

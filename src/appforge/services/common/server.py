@@ -131,7 +131,7 @@ def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
 
 def _is_abort(exc: Exception) -> bool:
     # context.abort() raises an internal exception that must pass through untouched.
-    return type(exc).__name__ == "AbortError" or isinstance(exc, grpc.aio.AbortError)
+    return isinstance(exc, grpc.aio.AbortError)
 
 
 @dataclass(frozen=True, kw_only=True)

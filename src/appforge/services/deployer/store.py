@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -182,7 +182,9 @@ class DeploymentStore:
 
     # --- the worker's side ---------------------------------------------------------------
 
-    async def claim(self, worker_id: str, lease: float, now_us: int) -> Claim | bool | None:
+    async def claim(
+        self, worker_id: str, lease: float, now_us: int
+    ) -> Claim | Literal[True] | None:
         """Take the next due deployment: a Claim to attempt it now, True when a crashed
         worker's deployment was recovered (look again), None when nothing is due."""
         # Two queries, each served by its own partial index (an OR of both would sort the
@@ -399,16 +401,6 @@ class DeploymentStore:
                     conn, row, DeploymentStatus.CANCELLED, None, reason or "cancelled", now_us
                 )
             return await self._read(conn, deployment_id=deployment_id)
-
-    async def next_due_us(self) -> int | None:
-        """When the earliest waiting deployment becomes due (for sleeping until then)."""
-        async with self.engine.connect() as conn:
-            value = await conn.scalar(
-                sa.select(sa.func.min(deployments.c.next_attempt_us)).where(
-                    deployments.c.status.in_(_WAITING)
-                )
-            )
-        return None if value is None else int(value)
 
     # --- the outbox --------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class DeploymentWorker:
                 continue
             if claim is True:
                 continue
-            if claim is None or claim is False:
+            if claim is None:
                 await self._idle()
                 continue
             await self.attempt(claim)
@@ -166,7 +166,7 @@ class DeploymentWorker:
                 else AttemptOutcome.FAILED_PERMANENT
             )
             return outcome, str(exc), ""
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        except OSError as exc:  # connection errors and timeouts included
             return AttemptOutcome.FAILED_RETRYABLE, repr(exc), ""
         except Exception as exc:
             log.exception("attempt_crashed", deployment_id=deployment.id, error=repr(exc))

@@ -26,10 +26,6 @@ class AppFiles:
     styles_css: str
     app_js: str
 
-    def as_dict(self) -> dict[str, str]:
-        """Path to content, in the order the files are written."""
-        return {INDEX_HTML: self.index_html, STYLES_CSS: self.styles_css, APP_JS: self.app_js}
-
 
 def _page(*, title: str, body: str) -> str:
     """A whole HTML document around `body`; `title` must already be escaped."""
