@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,26 +47,57 @@ class ServiceProcess:
             return self.process.wait(5)
 
 
+# Reconnect quickly while the child is still binding its port (gRPC's default backoff is 1 s).
+_FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+
+
+async def _serving(address: str) -> None:
+    """Returns once the server's health Watch stream says SERVING."""
+    async with grpc.aio.insecure_channel(address, options=_FAST_RECONNECT) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:  # a stream that breaks while the server starts is opened again
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for reply in stub.Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True):
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+
+
+@contextlib.contextmanager
+def _exit_of(process: subprocess.Popen[bytes]) -> Iterator[asyncio.Future[None]]:
+    """A future that completes when `process` exits (a pidfd watched by the event loop)."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    fd = os.pidfd_open(process.pid)
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        yield exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
 async def wait_serving(
     address: str, process: subprocess.Popen[bytes], timeout: float = 30.0
 ) -> None:
-    """Until the health service says SERVING (bounded; fails fast if the process died)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"service at {address} exited with {process.returncode}")
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(
-                    health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if loop.time() > deadline:
-                raise AssertionError(f"service at {address} not SERVING within {timeout}s")
-            await asyncio.sleep(0.05)
+    """Until the health service says SERVING; fails at once if the process exits first."""
+    with _exit_of(process) as exited:
+        serving = asyncio.ensure_future(_serving(address))
+        try:
+            done, _ = await asyncio.wait(
+                {serving, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    if serving in done and not serving.cancelled():
+        return
+    if exited in done:
+        raise AssertionError(f"service at {address} exited with {process.wait()}")
+    raise AssertionError(f"service at {address} not SERVING within {timeout}s")
 
 
 @pytest.fixture(scope="session")

@@ -219,7 +219,7 @@ async def test_access_denied_fails_after_one_attempt(stack: Stack) -> None:
         assert [a.outcome for a in final.attempts] == [
             deployer_pb2.ATTEMPT_OUTCOME_FAILED_PERMANENT
         ]
-        message = await _until_metadata(chat, execution_id, "failed")
+        message = await _until_metadata(chat, app_id, execution_id, "failed")
         assert message.status == chat_pb2.MESSAGE_STATUS_FAILED
         assert message.metadata["error"] == "Deployment failed: s3 403 Forbidden"
 
@@ -233,9 +233,7 @@ async def test_a_killed_deployer_is_replaced_and_the_version_published_once(stac
         app_id, execution_id = await _app_and_execution(chat)
         request = _deploy_request(app_id, execution_id, _policy(30_000, 4))
         deployment = await doomed_stub.Deploy(request)
-        async with asyncio.timeout(20):  # mid-attempt: the first attempt is hanging
-            while hanging.accepted == 0:
-                await asyncio.sleep(0.02)
+        await hanging.wait_accepted(1, timeout=20)  # mid-attempt: the first attempt is hanging
         doomed.process.send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(doomed.process.wait, 10) == -signal.SIGKILL
         _, survivor = await stack.start_deployer(stack.moto.endpoint_url)
@@ -252,7 +250,7 @@ async def test_a_killed_deployer_is_replaced_and_the_version_published_once(stac
     assert stack.moto.keys(stack.bucket, prefix) == sorted(
         prefix + k for k in (*FILES, ".published")
     )
-    message = await _until_metadata(chat, execution_id, "deployed")
+    message = await _until_metadata(chat, app_id, execution_id, "deployed")
     assert message.metadata["deployment_id"] == deployment.id
 
 
@@ -267,7 +265,7 @@ async def test_a_notice_waits_for_chat_to_come_back(stack: Stack) -> None:
     final = await _watch_to_end(deployer, deployment.id)
     assert final.status == SUCCEEDED
     chat = await stack.start_chat(port)  # back, on the address the deployer knows
-    message = await _until_metadata(chat, execution_id, "deployed")
+    message = await _until_metadata(chat, app_id, execution_id, "deployed")
     assert message.metadata["url"] == final.url
 
 
@@ -281,9 +279,7 @@ async def test_cancel_stops_a_running_attempt(stack: Stack) -> None:
         deployment = await deployer.Deploy(
             _deploy_request(app_id, execution_id, _policy(60_000, 4))
         )
-        async with asyncio.timeout(20):
-            while hanging.accepted == 0:
-                await asyncio.sleep(0.02)
+        await hanging.wait_accepted(1, timeout=20)
         await deployer.CancelDeployment(
             deployer_pb2.CancelDeploymentRequest(deployment_id=deployment.id, reason="user")
         )
@@ -292,21 +288,16 @@ async def test_cancel_stops_a_running_attempt(stack: Stack) -> None:
         await hanging.stop()
     assert final.status == deployer_pb2.DEPLOYMENT_STATUS_CANCELLED
     assert [a.outcome for a in final.attempts] == [deployer_pb2.ATTEMPT_OUTCOME_CANCELLED]
-    message = await _until_metadata(chat, execution_id, "cancelled")
+    message = await _until_metadata(chat, app_id, execution_id, "cancelled")
     assert message.status == chat_pb2.MESSAGE_STATUS_FAILED
 
 
 async def _until_metadata(
-    chat: Any, execution_id: str, status: str, timeout: float = 30
+    chat: Any, app_id: str, execution_id: str, status: str, timeout: float = 30
 ) -> chat_pb2.ChatMessage:
-    async with asyncio.timeout(timeout):
-        while True:
-            message = await chat.GetMessageByExecution(
-                chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)
-            )
-            if (
-                message.metadata.fields.get("deployment_status")
-                and message.metadata["deployment_status"] == status
-            ):
-                return message
-            await asyncio.sleep(0.05)
+    """The execution's message once its metadata says `status`, from a WatchApp stream."""
+    async with watching(chat, app_id) as watcher:  # replays the current state first
+        event = await watcher.until(
+            lambda e: e.message.execution_id == execution_id and _has_status(status)(e), timeout
+        )
+    return event.message

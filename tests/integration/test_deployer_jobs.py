@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from appforge.services.common import db, migrate
 from appforge.services.common.clock import SystemClock
 from appforge.services.deployer.domain import (
     AttemptOutcome,
+    Deployment,
     DeploymentStatus,
     DeployRequest,
     Policy,
@@ -96,11 +97,31 @@ def _request(policy: Policy = FAST, version: str | None = None) -> DeployRequest
     )
 
 
-async def _noop(_: str) -> None:
-    return None
+class Changes:
+    """What workers report through their on_change hook: the event tests wait on."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    async def notify(self, _deployment_id: str) -> None:
+        self._event.set()
+
+    async def until(
+        self, store: DeploymentStore, deployment_id: str, done: Callable[[Deployment], bool]
+    ) -> Deployment:
+        """The deployment once `done` holds, re-read after each reported change (20 s bound)."""
+        async with asyncio.timeout(20):
+            while True:
+                self._event.clear()  # before reading: a change after the read still wakes us
+                deployment = await store.get(deployment_id)
+                if done(deployment):
+                    return deployment
+                await self._event.wait()
 
 
-def _worker(store: DeploymentStore, target: ScriptedTarget, name: str = "w1") -> DeploymentWorker:
+def _worker(
+    store: DeploymentStore, target: ScriptedTarget, name: str = "w1", changes: Changes | None = None
+) -> DeploymentWorker:
     return DeploymentWorker(
         worker_id=name,
         store=store,
@@ -108,17 +129,19 @@ def _worker(store: DeploymentStore, target: ScriptedTarget, name: str = "w1") ->
         clock=SystemClock(),
         config=CONFIG,
         wake=asyncio.Event(),
-        on_change=_noop,
+        on_change=(changes or Changes()).notify,
     )
 
 
-async def _until_terminal(store: DeploymentStore, deployment_id: str, *workers: DeploymentWorker):  # type: ignore[no-untyped-def]
+async def _until_terminal(
+    store: DeploymentStore, deployment_id: str, *workers: DeploymentWorker
+) -> Deployment:
+    changes = Changes()
+    for worker in workers:
+        worker.on_change = changes.notify
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
-        async with asyncio.timeout(20):
-            while not (deployment := await store.get(deployment_id)).status.terminal:
-                await asyncio.sleep(0.01)
-        return deployment
+        return await changes.until(store, deployment_id, lambda d: d.status.terminal)
     finally:
         for task in tasks:
             task.cancel()
@@ -233,16 +256,12 @@ async def test_cancel_stops_a_running_attempt(store: DeploymentStore) -> None:
     target = ScriptedTarget("hang")
     policy = Policy(attempt_timeout=30, max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
     deployment, _ = await store.create(_request(policy), SystemClock().now_us())
-    worker = _worker(store, target)
-    task = asyncio.create_task(worker.run())
+    changes = Changes()
+    task = asyncio.create_task(_worker(store, target, changes=changes).run())
     try:
-        async with asyncio.timeout(10):
-            while (await store.get(deployment.id)).status is not DeploymentStatus.RUNNING:
-                await asyncio.sleep(0.01)
+        await changes.until(store, deployment.id, lambda d: d.status is DeploymentStatus.RUNNING)
         await store.cancel(deployment.id, "user asked", SystemClock().now_us())
-        async with asyncio.timeout(10):
-            while not (done := await store.get(deployment.id)).status.terminal:
-                await asyncio.sleep(0.01)
+        done = await changes.until(store, deployment.id, lambda d: d.status.terminal)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
