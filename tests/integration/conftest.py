@@ -122,7 +122,7 @@ def new_execution(builder_store: ExecutionStore) -> NewExecution:
             app_id="app",
             model="scripted",
             prompt="build a calculator",
-            user_message_id="m",
+            user_message_id=f"m-{execution_id}",
             owner="builder-1",
             now_us=EXECUTION_CREATED_US,
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from appforge.services.builder.tables import (
     app_version_files,
@@ -27,7 +27,7 @@ from appforge.services.builder.tables import (
     tool_calls,
 )
 from appforge.services.common.db import is_postgres, translate_errors
-from appforge.services.common.errors import NotFound
+from appforge.services.common.errors import AlreadyExists, NotFound
 from appforge.services.common.flow import ToolStatus
 
 _OPEN = (int(ToolStatus.PENDING), int(ToolStatus.STREAMING))
@@ -45,6 +45,27 @@ class ExecutionStatus(IntEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoredExecution:
+    """An execution row, with the version and deployment it led to (if any)."""
+
+    id: str
+    app_id: str
+    user_message_id: str
+    message_id: str
+    status: ExecutionStatus
+    model: str
+    prompt: str
+    last_seq: int
+    error: str
+    owner: str | None
+    created_us: int
+    updated_us: int
+    finished_us: int | None
+    app_version_id: str
+    deployment_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoredCall:
     """A tool call as the builder keeps it."""
 
@@ -58,6 +79,7 @@ class StoredCall:
     result_json: str
     error: str
     deadline_us: int
+    stamp_us: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +91,26 @@ class StoredVersion:
     execution_id: str
     created_us: int
     files: tuple[tuple[str, bytes], ...]
+
+
+def _execution(row: Any) -> StoredExecution:
+    return StoredExecution(
+        id=row.id,
+        app_id=row.app_id,
+        user_message_id=row.user_message_id,
+        message_id=row.message_id,
+        status=ExecutionStatus(row.status),
+        model=row.model,
+        prompt=row.prompt,
+        last_seq=row.last_seq,
+        error=row.error,
+        owner=row.owner,
+        created_us=row.created_us,
+        updated_us=row.updated_us,
+        finished_us=row.finished_us,
+        app_version_id=row.app_version_id or "",
+        deployment_id=row.deployment_id or "",
+    )
 
 
 def _call(row: Any) -> StoredCall:
@@ -83,6 +125,7 @@ def _call(row: Any) -> StoredCall:
         result_json=row.result_json,
         error=row.error,
         deadline_us=row.deadline_us,
+        stamp_us=row.stamp_us,
     )
 
 
@@ -106,9 +149,14 @@ class ExecutionStore:
         owner: str,
         now_us: int,
     ) -> None:
+        """Record a RUNNING execution owned by `owner`; one per user message.
+
+        A second execution for the same user message is ALREADY_EXISTS, naming the first.
+        """
         async with translate_errors("creating an execution"), self.engine.begin() as conn:
-            await conn.execute(
-                executions.insert().values(
+            inserted = await conn.execute(
+                self._insert(executions)
+                .values(
                     id=execution_id,
                     app_id=app_id,
                     user_message_id=user_message_id,
@@ -120,6 +168,140 @@ class ExecutionStore:
                     created_us=now_us,
                     updated_us=now_us,
                 )
+                .on_conflict_do_nothing(index_elements=["app_id", "user_message_id"])
+                .returning(executions.c.id)
+            )
+            if inserted.first() is None:
+                existing = await conn.scalar(
+                    sa.select(executions.c.id).where(
+                        executions.c.app_id == app_id,
+                        executions.c.user_message_id == user_message_id,
+                    )
+                )
+                raise AlreadyExists(
+                    f"user message {user_message_id!r} already started execution {existing}",
+                    field="user_message_id",
+                )
+
+    async def set_message(self, execution_id: str, message_id: str) -> None:
+        """Remember the execution's assistant message once chat has created it."""
+        async with translate_errors("recording the message id"), self.engine.begin() as conn:
+            await conn.execute(
+                executions.update()
+                .where(executions.c.id == execution_id)
+                .values(message_id=message_id)
+            )
+
+    async def get(self, execution_id: str) -> StoredExecution:
+        stmt = (
+            sa.select(
+                executions,
+                app_versions.c.id.label("app_version_id"),
+                deploy_requests.c.deployment_id,
+            )
+            .select_from(
+                executions.outerjoin(
+                    app_versions, app_versions.c.execution_id == executions.c.id
+                ).outerjoin(deploy_requests, deploy_requests.c.execution_id == executions.c.id)
+            )
+            .where(executions.c.id == execution_id)
+        )
+        async with translate_errors("reading an execution"), self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(f"no execution {execution_id!r}", field="execution_id")
+        return _execution(row)
+
+    async def heartbeat(self, owner: str, now_us: int) -> set[str]:
+        """Prove `owner` alive for all its running executions; the ids still running."""
+        stmt = (
+            executions.update()
+            .where(
+                executions.c.owner == owner,
+                executions.c.status == int(ExecutionStatus.RUNNING),
+            )
+            .values(heartbeat_us=now_us)
+            .returning(executions.c.id)
+        )
+        async with translate_errors("heartbeating executions"), self.engine.begin() as conn:
+            return {row.id for row in await conn.execute(stmt)}
+
+    async def finish(
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        error: str = "",
+        now_us: int,
+        notice_due_us: int,
+    ) -> bool:
+        """End a running execution; False if it had ended already (the first end wins).
+
+        Calls still open become CANCELLED in the same transaction, so nothing of an ended
+        execution stays in flight. Its final notice is due at `notice_due_us`: the caller
+        normally delivers it at once; the outbox redelivers it after that.
+        """
+        async with translate_errors("finishing an execution"), self.engine.begin() as conn:
+            return await _end(conn, execution_id, status, error, now_us, notice_due_us)
+
+    async def fail_abandoned(
+        self, now_us: int, *, stale_before_us: int, error: str, limit: int = 100
+    ) -> list[str]:
+        """Fail running executions whose builder stopped heartbeating; the ids failed.
+
+        Safe with any number of sweepers (SKIP LOCKED, and `_end` only ends running ones).
+        """
+        pick = (
+            sa.select(executions.c.id)
+            .where(
+                executions.c.status == int(ExecutionStatus.RUNNING),
+                executions.c.heartbeat_us < stale_before_us,
+            )
+            .order_by(executions.c.heartbeat_us)
+            .limit(limit)
+        )
+        if is_postgres(self.engine):
+            pick = pick.with_for_update(skip_locked=True)
+        async with translate_errors("failing abandoned executions"), self.engine.begin() as conn:
+            ids = [row.id for row in await conn.execute(pick)]
+            return [
+                i for i in ids if await _end(conn, i, ExecutionStatus.FAILED, error, now_us, now_us)
+            ]
+
+    async def claim_notices(
+        self, now_us: int, *, retry_after_us: int, limit: int = 50
+    ) -> list[StoredExecution]:
+        """Ended executions whose final notice is due and unacknowledged, claimed for
+        `retry_after_us` so that one replica delivers each at a time."""
+        pick = (
+            sa.select(executions.c.id)
+            .where(
+                executions.c.notified_us.is_(None),
+                executions.c.status != int(ExecutionStatus.RUNNING),
+                executions.c.notice_due_us <= now_us,
+            )
+            .order_by(executions.c.notice_due_us)
+            .limit(limit)
+        )
+        if is_postgres(self.engine):
+            pick = pick.with_for_update(skip_locked=True)
+        async with translate_errors("claiming final notices"), self.engine.begin() as conn:
+            ids = [row.id for row in await conn.execute(pick)]
+            if ids:
+                await conn.execute(
+                    executions.update()
+                    .where(executions.c.id.in_(ids))
+                    .values(notice_due_us=now_us + retry_after_us)
+                )
+        return [await self.get(i) for i in ids]
+
+    async def mark_notified(self, execution_id: str, now_us: int) -> None:
+        """Chat acknowledged the execution's final notice."""
+        async with translate_errors("recording a delivered notice"), self.engine.begin() as conn:
+            await conn.execute(
+                executions.update()
+                .where(executions.c.id == execution_id)
+                .values(notified_us=now_us)
             )
 
     async def allocate(self, execution_id: str, count: int, now_us: int) -> list[tuple[int, int]]:
@@ -156,6 +338,7 @@ class ExecutionStore:
         seq: int,
         calls: Sequence[tuple[str, str, str]],
         *,
+        stamp_us: int,
         deadline_us: int,
         now_us: int,
     ) -> None:
@@ -170,6 +353,7 @@ class ExecutionStore:
                 "status": int(ToolStatus.PENDING),
                 "arguments_json": arguments,
                 "deadline_us": deadline_us,
+                "stamp_us": stamp_us,
                 "updated_us": now_us,
             }
             for position, (call_id, name, arguments) in enumerate(calls)
@@ -241,40 +425,53 @@ class ExecutionStore:
             return [_call(r) for r in rows]
 
     async def time_out_expired_calls(self, now_us: int, limit: int = 100) -> list[StoredCall]:
-        """Move open calls past their deadline to TIMED_OUT; the calls this sweep moved.
+        """Move open calls past their deadline to TIMED_OUT and end their executions as
+        TIMED_OUT (their other open calls CANCELLED); the calls this sweep timed out.
 
-        Safe with any number of sweepers: rows are claimed with SKIP LOCKED (PostgreSQL) and
-        the update only applies to calls still open.
+        Safe with any number of sweepers: each execution is locked first (SKIP LOCKED on
+        PostgreSQL, so a busy one waits for the next sweep), in the same order `finish`
+        takes its locks, and calls only move while still open.
         """
-        pick = (
-            sa.select(tool_calls)
+        expired = (
+            sa.select(tool_calls.c.execution_id)
             .where(tool_calls.c.status.in_(_OPEN), tool_calls.c.deadline_us < now_us)
             .order_by(tool_calls.c.deadline_us)
             .limit(limit)
         )
+        async with translate_errors("sweeping tool calls"), self.engine.connect() as conn:
+            execution_ids = list(dict.fromkeys(r.execution_id for r in await conn.execute(expired)))
+        moved: list[StoredCall] = []
+        for execution_id in execution_ids:
+            moved.extend(await self._time_out_calls_of(execution_id, now_us))
+        return moved
+
+    async def _time_out_calls_of(self, execution_id: str, now_us: int) -> list[StoredCall]:
+        lock = sa.select(executions.c.id).where(executions.c.id == execution_id)
         if is_postgres(self.engine):
-            pick = pick.with_for_update(skip_locked=True)
+            lock = lock.with_for_update(skip_locked=True)
         async with translate_errors("sweeping tool calls"), self.engine.begin() as conn:
-            rows = list((await conn.execute(pick)).all())
-            moved = []
-            for row in rows:
-                done = await conn.execute(
+            if await conn.scalar(lock) is None:
+                return []
+            rows = list(
+                await conn.execute(
                     tool_calls.update()
                     .where(
-                        tool_calls.c.execution_id == row.execution_id,
-                        tool_calls.c.call_id == row.call_id,
+                        tool_calls.c.execution_id == execution_id,
                         tool_calls.c.status.in_(_OPEN),
+                        tool_calls.c.deadline_us < now_us,
                     )
                     .values(
-                        status=int(ToolStatus.TIMED_OUT),
-                        error=TIMED_OUT_ERROR,
-                        updated_us=now_us,
+                        status=int(ToolStatus.TIMED_OUT), error=TIMED_OUT_ERROR, updated_us=now_us
                     )
-                    .returning(tool_calls.c.call_id)
+                    .returning(*tool_calls.c)
                 )
-                if done.first() is not None:
-                    moved.append(_call(row))
-        return [replace(c, status=ToolStatus.TIMED_OUT, error=TIMED_OUT_ERROR) for c in moved]
+            )
+            calls = sorted((_call(r) for r in rows), key=lambda c: (c.seq, c.position))
+            if calls:
+                first = calls[0]
+                error = f"tool call {first.call_id} ({first.name}) passed its deadline"
+                await _end(conn, execution_id, ExecutionStatus.TIMED_OUT, error, now_us, now_us)
+            return calls
 
     # --- app versions and the deploy-once key ------------------------------------------------
 
@@ -346,3 +543,41 @@ class ExecutionStore:
                 .where(deploy_requests.c.execution_id == execution_id)
                 .values(deployment_id=deployment_id)
             )
+
+
+async def _end(
+    conn: AsyncConnection,
+    execution_id: str,
+    status: ExecutionStatus,
+    error: str,
+    now_us: int,
+    notice_due_us: int,
+) -> bool:
+    """End an execution if still running, cancelling its open calls; True if it did."""
+    ended = await conn.execute(
+        executions.update()
+        .where(
+            executions.c.id == execution_id,
+            executions.c.status == int(ExecutionStatus.RUNNING),
+        )
+        .values(
+            status=int(status),
+            error=error[:4000],
+            finished_us=now_us,
+            updated_us=now_us,
+            notice_due_us=notice_due_us,
+        )
+        .returning(executions.c.id)
+    )
+    if ended.first() is None:
+        return False
+    await conn.execute(
+        tool_calls.update()
+        .where(tool_calls.c.execution_id == execution_id, tool_calls.c.status.in_(_OPEN))
+        .values(
+            status=int(ToolStatus.CANCELLED),
+            error=f"the execution ended: {error}"[:4000] if error else "the execution ended",
+            updated_us=now_us,
+        )
+    )
+    return True

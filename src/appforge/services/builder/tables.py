@@ -24,6 +24,28 @@ executions = sa.Table(
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
     sa.Column("finished_us", sa.BigInteger, nullable=True),
+    # The execution's one assistant message, known once chat created it.
+    sa.Column("message_id", sa.String(128), nullable=False, server_default=""),
+    # The final-notice outbox: a finished execution whose end chat has not acknowledged
+    # (notified_us NULL) is delivered again once notice_due_us passes.
+    sa.Column("notice_due_us", sa.BigInteger, nullable=True),
+    sa.Column("notified_us", sa.BigInteger, nullable=True),
+    # One execution per user message.
+    sa.UniqueConstraint("app_id", "user_message_id", name="uq_builder_executions_user_message"),
+)
+# "Which running executions stopped heartbeating?"
+sa.Index(
+    "ix_builder_executions_heartbeat",
+    executions.c.heartbeat_us,
+    postgresql_where=sa.text("status = 1"),
+    sqlite_where=sa.text("status = 1"),
+)
+# "Which finished executions still owe chat their final notice?"
+sa.Index(
+    "ix_builder_executions_notice_due",
+    executions.c.notice_due_us,
+    postgresql_where=sa.text("notified_us IS NULL AND status <> 1"),
+    sqlite_where=sa.text("notified_us IS NULL AND status <> 1"),
 )
 
 # Tool calls of every execution; status only moves forward (pending 1, streaming 2, then a
@@ -44,6 +66,8 @@ tool_calls = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("deadline_us", sa.BigInteger, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # The stamp of the tools item (seq) the call belongs to.
+    sa.Column("stamp_us", sa.BigInteger, nullable=False, server_default="0"),
 )
 # The sweeper's question, "which unfinished calls are past their deadline?", reads this.
 sa.Index(
