@@ -12,7 +12,7 @@ from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
 from appforge.services.common.settings import DEFAULT_PORTS, Settings
 
-SERVICES = ("chat", "deployer")
+SERVICES = ("chat", "builder", "deployer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default=None, help="address to bind (default APPFORGE_HOST or 127.0.0.1)"
     )
     serve.add_argument(
-        "--port", type=int, default=None, help="port (default: chat 50051, deployer 50053)"
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: chat 50051, builder 50052, deployer 50053)",
     )
     serve.add_argument(
         "--http-port",
@@ -98,6 +101,29 @@ async def _serve_deployer(
     await run_until_signalled([runtime.server], runtime.close, ready=_ready)
 
 
+async def _serve_builder(settings: Settings, host: str, port: int, apply_migrations: bool) -> None:
+    from appforge.services.builder.bootstrap import build_builder
+    from appforge.services.common.server import run_until_signalled
+
+    runtime = build_builder(settings, host=host, port=port)
+    if apply_migrations:
+        await migrate.upgrade(runtime.engine)
+    else:
+        await migrate.require_current(runtime.engine, ("builder",))
+    await runtime.start_background()
+    models = ", ".join(runtime.service.models)
+
+    def _ready() -> None:
+        print(
+            f"appforge builder serving on {runtime.server.address} "
+            f"(models: {models}; chat {settings.chat_addr}, deployer {settings.deployer_addr})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -118,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(
                     _serve_deployer(settings, host, port, http_port, args.migrate or embedded)
                 )
+            elif args.service == "builder":
+                asyncio.run(_serve_builder(settings, host, port, args.migrate or embedded))
             else:
                 asyncio.run(_serve_chat(settings, host, port, args.migrate or embedded))
             return 0

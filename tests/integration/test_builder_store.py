@@ -8,7 +8,6 @@ import uuid
 import pytest
 
 from appforge.services.builder.store import ExecutionStatus, ExecutionStore
-from appforge.services.builder.tables import executions
 from appforge.services.common.errors import AlreadyExists, NotFound
 from appforge.services.common.flow import ToolStatus
 from tests.integration.conftest import EXECUTION_CREATED_US, NewExecution
@@ -183,13 +182,9 @@ async def test_executions_of_a_silent_builder_are_failed_once(
 ) -> None:
     alive, dead = await new_execution(), await new_execution()
     created = EXECUTION_CREATED_US
-    assert alive in await builder_store.heartbeat("builder-1", created + 20)
+    assert await builder_store.heartbeat("builder-1", [alive], created + 20) == {alive}
+    assert await builder_store.heartbeat("builder-2", [alive], created + 20) == set()
     await builder_store.add_calls(dead, 1, CALLS, stamp_us=NOW, deadline_us=NOW + 10**9, now_us=NOW)
-    # Only `alive` heartbeats (by hand, since both share the fixture's owner).
-    async with builder_store.engine.begin() as conn:
-        await conn.execute(
-            executions.update().where(executions.c.id == dead).values(heartbeat_us=created)
-        )
     results = await asyncio.gather(
         *(
             builder_store.fail_abandoned(
@@ -204,7 +199,7 @@ async def test_executions_of_a_silent_builder_are_failed_once(
     assert execution.status is ExecutionStatus.FAILED and execution.error == "the builder stopped"
     assert {c.status for c in await builder_store.calls(dead)} == {ToolStatus.CANCELLED}
     assert (await builder_store.get(alive)).status is ExecutionStatus.RUNNING
-    assert dead not in await builder_store.heartbeat("builder-1", created + 40)
+    assert await builder_store.heartbeat("builder-1", [alive, dead], created + 40) == {alive}
 
 
 async def test_final_notices_are_claimed_until_acknowledged(

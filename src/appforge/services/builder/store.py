@@ -212,11 +212,18 @@ class ExecutionStore:
             raise NotFound(f"no execution {execution_id!r}", field="execution_id")
         return _execution(row)
 
-    async def heartbeat(self, owner: str, now_us: int) -> set[str]:
-        """Prove `owner` alive for all its running executions; the ids still running."""
+    async def heartbeat(self, owner: str, execution_ids: Sequence[str], now_us: int) -> set[str]:
+        """Prove `owner` alive for the executions it is running; those still RUNNING.
+
+        Only the ids its runners hold are touched: a row whose runner is gone stops
+        heartbeating, and the sweeper fails it.
+        """
+        if not execution_ids:
+            return set()
         stmt = (
             executions.update()
             .where(
+                executions.c.id.in_(list(execution_ids)),
                 executions.c.owner == owner,
                 executions.c.status == int(ExecutionStatus.RUNNING),
             )

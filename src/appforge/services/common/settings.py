@@ -85,6 +85,54 @@ class DeploySettings:
         return bool(self.s3_bucket)
 
 
+MODELS = ("scripted", "openai")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuilderSettings:
+    """The builder: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*)."""
+
+    tool_timeout: float = 60.0
+    sweep_interval: float = 5.0
+    execution_lease: float = 30.0
+    max_turns: int = 20
+    model: str = "scripted"
+    sandbox_root: Path | None = None  # None: <data dir>/sandboxes
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    openai_model: str = ""
+    openai_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BuilderSettings:
+        model = env.get("APPFORGE_MODEL") or "scripted"
+        if model not in MODELS:
+            raise ConfigError(f"APPFORGE_MODEL must be scripted or openai, got {model!r}")
+        settings = cls(
+            tool_timeout=_seconds(env, "APPFORGE_TOOL_TIMEOUT", 60.0),
+            sweep_interval=_seconds(env, "APPFORGE_SWEEP_INTERVAL", 5.0),
+            execution_lease=_seconds(env, "APPFORGE_EXECUTION_LEASE", 30.0),
+            max_turns=_count(env, "APPFORGE_MAX_TURNS", 20),
+            model=model,
+            sandbox_root=Path(env["APPFORGE_SANDBOX_ROOT"])
+            if env.get("APPFORGE_SANDBOX_ROOT")
+            else None,
+            openai_base_url=env.get("OPENAI_BASE_URL", ""),
+            openai_api_key=env.get("OPENAI_API_KEY", ""),
+            openai_model=env.get("APPFORGE_OPENAI_MODEL", ""),
+            openai_timeout=_seconds(env, "APPFORGE_OPENAI_TIMEOUT", 120.0),
+        )
+        if model == "openai" and not settings.openai_configured:
+            raise ConfigError(
+                "APPFORGE_MODEL=openai needs OPENAI_BASE_URL and APPFORGE_OPENAI_MODEL"
+            )
+        return settings
+
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_base_url and self.openai_model)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything an appforge process needs to know about its environment."""
@@ -102,6 +150,7 @@ class Settings:
     watch_poll_interval: float = 5.0
     db_pool_size: int = 20
     deploy: DeploySettings = dataclasses.field(default_factory=DeploySettings)
+    builder: BuilderSettings = dataclasses.field(default_factory=BuilderSettings)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @classmethod
@@ -123,11 +172,16 @@ class Settings:
             watch_poll_interval=_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
             db_pool_size=_count(env, "APPFORGE_DB_POOL_SIZE", 20),
             deploy=DeploySettings.from_env(env),
+            builder=BuilderSettings.from_env(env),
         )
 
     def deploy_root(self) -> Path:
         """Where the `local` target publishes: APPFORGE_DEPLOY_ROOT or <data dir>/deploys."""
         return self.deploy.root or (self.data_dir / "deploys")
+
+    def sandbox_root(self) -> Path:
+        """Where executions write their files: APPFORGE_SANDBOX_ROOT or <data dir>/sandboxes."""
+        return self.builder.sandbox_root or (self.data_dir / "sandboxes")
 
     def resolved_database_url(self) -> str:
         """`DATABASE_URL`, or the embedded SQLite file in the data directory."""

@@ -1,0 +1,224 @@
+"""The builder's way to chat and the deployer: the ports it needs, and their gRPC adapters.
+
+Every write to chat goes by `execution_id` to the execution's one assistant message. Calls
+that fail because the other side is down are retried with a short, capped backoff; what is
+still down after that surfaces as `Unavailable` and the caller decides (the final notice
+outbox tries again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from google.protobuf import struct_pb2
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+from appforge.api.flow.v1 import flow_pb2
+from appforge.services.common.errors import FailedPrecondition, Unavailable
+from appforge.services.common.logging import get_logger
+from appforge.services.common.rpc import error_from_rpc
+
+log = get_logger(__name__)
+_T = TypeVar("_T")
+
+MessageStatus = int  # chat_pb2.MessageStatus values
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserMessage:
+    """A user message as the builder needs it."""
+
+    id: str
+    app_id: str
+    content: str
+
+
+class ChatPort(Protocol):
+    """What the builder asks of chat."""
+
+    async def post_user_message(self, *, app_id: str, content: str, request_id: str) -> UserMessage:
+        """Post the prompt as a user message (idempotent by `request_id` when given)."""
+        ...
+
+    async def user_message(self, message_id: str) -> UserMessage:
+        """A user message by id; NotFound or FailedPrecondition if it is not one."""
+        ...
+
+    async def upsert(
+        self,
+        *,
+        app_id: str,
+        execution_id: str,
+        items: Sequence[flow_pb2.FlowItem] = (),
+        status: MessageStatus = chat_pb2.MESSAGE_STATUS_UNSPECIFIED,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write to the execution's one assistant message; its id."""
+        ...
+
+
+class DeployerPort(Protocol):
+    """What the builder asks of the deployer."""
+
+    async def deploy(
+        self,
+        *,
+        app_id: str,
+        app_version_id: str,
+        execution_id: str,
+        files: Sequence[tuple[str, bytes]],
+    ) -> str:
+        """Queue the version for deployment (idempotent by version); the deployment id."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How hard to try a call whose callee is down: attempts, capped full-jitter backoff."""
+
+    attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    timeout: float = 10.0
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[_T]],
+    *,
+    service: str,
+    what: str,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> _T:
+    """`call()`, retried while the callee is UNAVAILABLE; other errors at once."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc, service)
+            if not isinstance(error, Unavailable) or attempt == policy.attempts:
+                raise error from exc
+            delay = random.uniform(0, min(policy.max_backoff, policy.initial_backoff * 2**attempt))
+            log.warning(
+                "rpc_retry", service=service, what=what, attempt=attempt, error=error.message
+            )
+            await sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(dict(values))
+    return out
+
+
+class _Channel:
+    """One lazily opened channel to one address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: grpc.aio.Channel | None = None
+
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+
+class GrpcChat(_Channel):
+    """ChatPort over gRPC."""
+
+    def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:
+        super().__init__(address)
+        self.policy = policy or RetryPolicy()
+
+    def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
+        return chat_pb2_grpc.ChatServiceStub(self.channel())
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        return await call_with_retries(call, service="chat", what=what, policy=self.policy)
+
+    async def post_user_message(self, *, app_id: str, content: str, request_id: str) -> UserMessage:
+        request = chat_pb2.PostUserMessageRequest(
+            app_id=app_id, content=content, request_id=request_id
+        )
+        message = await self._call(
+            "post_user_message",
+            lambda: self._stub().PostUserMessage(request, timeout=self.policy.timeout),
+        )
+        return UserMessage(id=message.id, app_id=message.app_id, content=message.content)
+
+    async def user_message(self, message_id: str) -> UserMessage:
+        request = chat_pb2.GetMessageRequest(message_id=message_id)
+        message = await self._call(
+            "get_message", lambda: self._stub().GetMessage(request, timeout=self.policy.timeout)
+        )
+        if message.role != chat_pb2.ROLE_USER:
+            raise FailedPrecondition(
+                f"message {message_id!r} is not a user message", field="user_message_id"
+            )
+        return UserMessage(id=message.id, app_id=message.app_id, content=message.content)
+
+    async def upsert(
+        self,
+        *,
+        app_id: str,
+        execution_id: str,
+        items: Sequence[flow_pb2.FlowItem] = (),
+        status: MessageStatus = chat_pb2.MESSAGE_STATUS_UNSPECIFIED,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        request = chat_pb2.UpsertAssistantMessageRequest(
+            app_id=app_id,
+            execution_id=execution_id,
+            items=list(items),
+            status=status,  # type: ignore[arg-type]
+            metadata=struct(metadata) if metadata else None,
+        )
+        message = await self._call(
+            "upsert",
+            lambda: self._stub().UpsertAssistantMessage(request, timeout=self.policy.timeout),
+        )
+        return message.id
+
+
+class GrpcDeployer(_Channel):
+    """DeployerPort over gRPC."""
+
+    def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:
+        super().__init__(address)
+        self.policy = policy or RetryPolicy(attempts=6, max_backoff=5.0, timeout=30.0)
+
+    async def deploy(
+        self,
+        *,
+        app_id: str,
+        app_version_id: str,
+        execution_id: str,
+        files: Sequence[tuple[str, bytes]],
+    ) -> str:
+        request = deployer_pb2.DeployRequest(
+            app_id=app_id,
+            app_version_id=app_version_id,
+            execution_id=execution_id,
+            files=[flow_pb2.File(path=p, content=c) for p, c in files],
+        )
+        stub = deployer_pb2_grpc.DeployerServiceStub(self.channel())
+        deployment = await call_with_retries(
+            lambda: stub.Deploy(request, timeout=self.policy.timeout),
+            service="deployer",
+            what="deploy",
+            policy=self.policy,
+        )
+        return deployment.id

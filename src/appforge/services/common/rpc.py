@@ -1,0 +1,38 @@
+"""Calling another appforge service: its status codes become our domain errors."""
+
+from __future__ import annotations
+
+import grpc
+
+from appforge.services.common.errors import (
+    AlreadyExists,
+    AppforgeError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+_KINDS: dict[grpc.StatusCode, type[AppforgeError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+}
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> AppforgeError:
+    """The domain error for a failed call to `service`, keeping the callee's details.
+
+    Codes a caller cannot act on (INTERNAL, UNKNOWN, ...) become Unavailable: the callee
+    is broken, from where we stand, and retrying later is all we can do.
+    """
+    code = exc.code()
+    details = exc.details() or code.name
+    kind = _KINDS.get(code, Unavailable)
+    if kind is Unavailable:
+        return Unavailable(f"{service} unavailable: {code.name}: {details}")
+    return kind(f"{service} said: {details}")
