@@ -244,6 +244,11 @@ class BuilderService:
         if run is not None:
             run.runner.stop()
 
+    def task_of(self, execution_id: str) -> asyncio.Task[None] | None:
+        """The task running an execution in this replica, if one is."""
+        run = self._runs.get(execution_id)
+        return run.runner.task if run is not None else None
+
     @property
     def running(self) -> list[str]:
         return list(self._runs)

@@ -1,0 +1,191 @@
+"""An in-process builder over gRPC, wired to the real chat fixture, with test doubles for
+what a test must control: the deployer, the model, the clock, and how tools run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
+from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
+from appforge.services.builder.clients import GrpcChat
+from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
+from appforge.services.builder.models.scripted import ScriptedModel
+from appforge.services.builder.runner import SandboxWorkspace, Workspace
+from appforge.services.builder.sandbox import Sandbox, SandboxLimits
+from appforge.services.common import db, migrate
+from appforge.services.common.clock import Clock
+from appforge.services.common.settings import BuilderSettings, Settings
+
+
+@dataclass(kw_only=True)
+class RecordingDeployer:
+    """A deployer that records each Deploy and answers with a deployment id."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    async def deploy(
+        self,
+        *,
+        app_id: str,
+        app_version_id: str,
+        execution_id: str,
+        files: Sequence[tuple[str, bytes]],
+    ) -> str:
+        self.calls.append(
+            {
+                "app_id": app_id,
+                "app_version_id": app_version_id,
+                "execution_id": execution_id,
+                "files": dict(files),
+            }
+        )
+        return f"deployment-{len(self.calls)}"
+
+
+class OneBatchModel:
+    """Writes the given files in one batch, then says it is done."""
+
+    name = "scripted"
+
+    def __init__(self, files: Mapping[str, str], *, closing: str = "Done.") -> None:
+        self.files = dict(files)
+        self.closing = closing
+
+    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
+        if history:
+            return Turn(text=self.closing)
+        return Turn(
+            text="Writing the files.",
+            tool_calls=tuple(
+                ToolRequest(call_id=f"w{n}", name=WRITE_FILE, arguments={"path": p, "content": c})
+                for n, (p, c) in enumerate(self.files.items())
+            ),
+        )
+
+
+class GatedWorkspace:
+    """A sandbox whose tool calls each wait for their own gate before running.
+
+    `arrived` is set once `expected` calls are waiting; `release(call order)` then lets
+    them finish in any order the test chooses. Gates left closed hang their calls.
+    """
+
+    def __init__(self, inner: Workspace, expected: int) -> None:
+        self.inner = inner
+        self.expected = expected
+        self.gates: dict[str, asyncio.Event] = {}
+        self.arrived = asyncio.Event()
+
+    async def run(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        key = str(arguments.get("path", name))
+        gate = self.gates.setdefault(key, asyncio.Event())
+        if len(self.gates) >= self.expected:
+            self.arrived.set()
+        await gate.wait()
+        return await self.inner.run(name, arguments)
+
+    def release(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.gates[key].set()
+
+    async def snapshot(self) -> list[tuple[str, bytes]]:
+        return await self.inner.snapshot()
+
+    async def discard(self) -> None:
+        await self.inner.discard()
+
+
+@dataclass(kw_only=True)
+class BuilderHandle:
+    """A running in-process builder and a client for it."""
+
+    runtime: BuilderRuntime
+    channel: grpc.aio.Channel
+    stub: builder_pb2_grpc.BuilderServiceStub
+    deployer: RecordingDeployer
+    sandboxes: Path
+    workspaces: dict[str, Workspace]
+
+
+@contextlib.asynccontextmanager
+async def running_builder(
+    *,
+    database_url: str,
+    chat_address: str,
+    tmp: Path,
+    clock: Clock | None = None,
+    models: dict[str, Model] | None = None,
+    gate: int | None = None,
+    sandbox_limits: SandboxLimits | None = None,
+    **builder_settings: Any,
+) -> AsyncIterator[BuilderHandle]:
+    """A builder on `database_url` talking to chat at `chat_address`.
+
+    Its sweeper and heartbeat are not started: tests sweep by hand (`sweep_once`). With
+    `gate`, every execution's tools run in a `GatedWorkspace` expecting `gate` calls.
+    """
+    settings = Settings(
+        data_dir=tmp,
+        shutdown_grace=0.5,
+        builder=dataclasses.replace(BuilderSettings(), **builder_settings),
+    )
+    engine = db.create_engine(database_url)
+    await migrate.upgrade(engine)
+    sandboxes = tmp / "sandboxes"
+    workspaces: dict[str, Workspace] = {}
+
+    def workspace_for(execution_id: str) -> Workspace:
+        workspace: Workspace = SandboxWorkspace(
+            Sandbox(sandboxes / execution_id, sandbox_limits or SandboxLimits())
+        )
+        if gate is not None:
+            workspace = GatedWorkspace(workspace, gate)
+        workspaces[execution_id] = workspace
+        return workspace
+
+    deployer = RecordingDeployer()
+    runtime = build_builder(
+        settings,
+        host="127.0.0.1",
+        port=0,
+        engine=engine,
+        clock=clock,
+        chat=GrpcChat(chat_address),
+        deployer=deployer,
+        models=models if models is not None else {"scripted": ScriptedModel()},
+        workspace_for=workspace_for,
+        owner="builder-test",
+    )
+    await runtime.server.start()
+    channel = grpc.aio.insecure_channel(runtime.server.address)
+    try:
+        yield BuilderHandle(
+            runtime=runtime,
+            channel=channel,
+            stub=builder_pb2_grpc.BuilderServiceStub(channel),
+            deployer=deployer,
+            sandboxes=sandboxes,
+            workspaces=workspaces,
+        )
+    finally:
+        await channel.close()
+        await runtime.server.stop()
+        await runtime.close()
+
+
+async def collect(stream: Any, timeout: float = 20.0) -> list[builder_pb2.BuildEvent]:
+    """Every (remaining) event of a Build call, up to and including `finished`."""
+    events: list[builder_pb2.BuildEvent] = []
+    async with asyncio.timeout(timeout):
+        while (event := await stream.read()) is not grpc.aio.EOF:
+            events.append(event)
+    assert events and events[-1].HasField("finished"), events
+    return events
