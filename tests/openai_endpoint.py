@@ -57,6 +57,8 @@ class FakeEndpoint:
     base_url: str = ""
     requests: list[Recorded] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once a request is being answered with silence.
+    silent: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(Recorded(headers=dict(request.headers), body=await request.json()))
@@ -64,6 +66,7 @@ class FakeEndpoint:
         if isinstance(reply, Failure):
             return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
         if isinstance(reply, Silence):
+            self.silent.set()
             await self.release.wait()
             return web.Response(status=500, text="released")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -554,3 +554,46 @@ async def test_cancelling_a_succeeded_execution_is_a_failed_precondition(
 
 def test_the_scripted_model_is_the_default() -> None:
     assert ScriptedModel.name == "scripted"
+
+
+async def test_the_openai_provider_builds_the_calculator_over_loopback_http(
+    backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
+) -> None:
+    from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
+    from appforge.services.builder.models.templates import CALCULATOR
+    from tests.openai_endpoint import FakeEndpoint, calculator_replies, serving
+
+    async with serving(FakeEndpoint(replies=calculator_replies())) as endpoint:
+        model = OpenAIModel(
+            OpenAIConfig(base_url=endpoint.base_url, api_key="sk-loop", model="gpt-test")
+        )
+        try:
+            async with running_builder(
+                database_url=backend[1],
+                chat_address=chat.address,
+                tmp=tmp_path,
+                models={"scripted": ScriptedModel(), "openai": model},
+            ) as handle:
+                app = await new_app()
+                events = await collect(handle.stub.Build(build(app.id, model="openai")))
+                finished = events[-1].finished
+                assert finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED, finished.error
+                version = await handle.stub.GetAppVersion(
+                    builder_pb2.GetAppVersionRequest(app_version_id=finished.app_version_id)
+                )
+        finally:
+            await model.close()
+    assert {f.path: f.content.decode() for f in version.files} == {
+        "index.html": CALCULATOR.index_html,
+        "styles.css": CALCULATOR.styles_css,
+        "app.js": CALCULATOR.app_js,
+    }
+    assert len(endpoint.requests) == 3
+    assert endpoint.requests[0].headers["Authorization"] == "Bearer sk-loop"
+    # The model saw each tool's result before its next turn.
+    tool_messages = [m for m in endpoint.requests[2].body["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == ["call_a", "call_b", "call_c", "call_d"]
+    [message] = await assistant_messages(chat, app.id)
+    assert dict(message.metadata)["model"] == "openai"
+    assert_ordered(message)
+    assert message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
