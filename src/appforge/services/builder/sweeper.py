@@ -25,8 +25,8 @@ log = get_logger(__name__)
 class SweepReport:
     """What one sweep did."""
 
-    timed_out_calls: int = 0
-    abandoned_executions: int = 0
+    timed_out: frozenset[str] = frozenset()  # executions ended by a call's deadline
+    abandoned: frozenset[str] = frozenset()  # executions whose builder stopped
     notices_delivered: int = 0
 
 
@@ -66,22 +66,20 @@ class Sweeper:
         # Their notices are due now: deliver, then stop any local runner of theirs, so
         # that its Build clients see the final states before `finished`.
         delivered = await self.notices.deliver_due()
-        for execution_id in {c.execution_id for c in timed_out} | set(abandoned):
-            self.ended(execution_id)
         report = SweepReport(
-            timed_out_calls=len(timed_out),
-            abandoned_executions=len(abandoned),
+            timed_out=frozenset(c.execution_id for c in timed_out),
+            abandoned=frozenset(abandoned),
             notices_delivered=delivered,
         )
+        for execution_id in report.timed_out | report.abandoned:
+            self.ended(execution_id)
         if timed_out or abandoned:
             log.warning(
                 "sweep",
-                timed_out_calls=report.timed_out_calls,
-                abandoned_executions=report.abandoned_executions,
+                timed_out_calls=len(timed_out),
+                timed_out_executions=",".join(sorted(report.timed_out)),
+                abandoned_executions=",".join(sorted(report.abandoned)),
                 notices_delivered=delivered,
-                execution_ids=",".join(
-                    sorted({c.execution_id for c in timed_out} | set(abandoned))
-                ),
             )
         return report
 
