@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply migrations before serving (always done on the embedded SQLite default)",
     )
+    health = commands.add_parser(
+        "health",
+        help="check a server's gRPC health (exit 0 when SERVING; for container health checks)",
+    )
+    health.add_argument("address", help="HOST:PORT, e.g. 127.0.0.1:50051")
+    health.add_argument(
+        "--service", default="", help="a service name to check (default: the whole server)"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     return parser
 
 
@@ -126,6 +135,10 @@ async def _serve_builder(settings: Settings, host: str, port: int, apply_migrati
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "health":
+        from appforge.cli.health import run
+
+        return run(args.address, args.service, args.timeout)
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, settings.log_format)
