@@ -27,6 +27,10 @@ async def test_create_and_get_app(chat: ChatHandle) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await chat.stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t1", name=name))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    existing = await chat.stub.CreateApp(
+        chat_pb2.CreateAppRequest(team_id="t1", name=name, return_existing=True)
+    )
+    assert existing == app
     # The same name in another team is another app.
     other = await chat.stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t2", name=name))
     assert other.id != app.id

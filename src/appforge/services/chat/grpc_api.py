@@ -19,7 +19,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self.service = service
 
     async def CreateApp(self, request: chat_pb2.CreateAppRequest, context: Context) -> chat_pb2.App:
-        return convert.app_to_proto(await self.service.create_app(request.team_id, request.name))
+        app = await self.service.create_app(
+            request.team_id, request.name, return_existing=request.return_existing
+        )
+        return convert.app_to_proto(app)
 
     async def GetApp(self, request: chat_pb2.GetAppRequest, context: Context) -> chat_pb2.App:
         return convert.app_to_proto(await self.service.get_app(request.app_id))

@@ -44,9 +44,11 @@ class ChatService:
         self.settings = settings
         self.limits = settings.limits
 
-    async def create_app(self, team_id: str, name: str) -> App:
+    async def create_app(self, team_id: str, name: str, *, return_existing: bool = False) -> App:
         team_id = require_id(team_id, "team_id", self.limits)
-        app = await self.store.create_app(team_id, require_name(name, "name", self.limits))
+        app = await self.store.create_app(
+            team_id, require_name(name, "name", self.limits), return_existing=return_existing
+        )
         log.info("app_created", app_id=app.id, team_id=team_id)
         return app
 

@@ -98,17 +98,21 @@ class CreateAppRequest(_message.Message):
 
     TEAM_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    RETURN_EXISTING_FIELD_NUMBER: _builtins.int
     team_id: _builtins.str
     name: _builtins.str
+    return_existing: _builtins.bool
+    """When the team already has an app of this name: return it rather than ALREADY_EXISTS."""
     def __init__(
         self,
         *,
         team_id: _builtins.str = ...,
         name: _builtins.str = ...,
+        return_existing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "team_id", b"team_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "return_existing", b"return_existing", "team_id", b"team_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -73,7 +73,8 @@ class MessageStore:
 
     # --- apps ------------------------------------------------------------------------------
 
-    async def create_app(self, team_id: str, name: str) -> App:
+    async def create_app(self, team_id: str, name: str, *, return_existing: bool = False) -> App:
+        """A new app; the team's app of that name when `return_existing`, else ALREADY_EXISTS."""
         app = App(id=new_id(), team_id=team_id, name=name, created_us=self.clock.tick())
         try:
             async with translate_errors("creating an app"), self.engine.begin() as conn:
@@ -83,10 +84,21 @@ class MessageStore:
                     )
                 )
         except IntegrityError as exc:
+            if return_existing:
+                return await self._app_named(team_id, name)
             raise AlreadyExists(
                 f"team {team_id!r} already has an app named {name!r}", field="name"
             ) from exc
         return app
+
+    async def _app_named(self, team_id: str, name: str) -> App:
+        async with translate_errors("reading an app"), self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(apps).where(apps.c.team_id == team_id, apps.c.name == name)
+                )
+            ).one()
+        return App(id=row.id, team_id=row.team_id, name=row.name, created_us=row.created_us)
 
     async def get_app(self, app_id: str) -> App:
         async with translate_errors("reading an app"), self.engine.connect() as conn:
