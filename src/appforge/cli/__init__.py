@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 
@@ -49,6 +50,31 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply migrations before serving (always done on the embedded SQLite default)",
     )
+    build = commands.add_parser(
+        "build",
+        help="build an app from a prompt and deploy it, showing progress live",
+        description="Create the app if needed, run Build, follow the deployment. Exit status: "
+        "0 deployed, 1 the build or deployment failed, 2 a request was refused, "
+        "3 a service could not be reached.",
+    )
+    build.add_argument("prompt", help='what to build, e.g. "build a calculator"')
+    build.add_argument(
+        "--app", default=None, help="the app's name (created if new; default: from the prompt)"
+    )
+    build.add_argument("--team", default="default", help="the app's team (default: default)")
+    build.add_argument("--model", default="", help="scripted or openai (default: the builder's)")
+    build.add_argument("--chat", default=None, help="chat address (default APPFORGE_CHAT_ADDR)")
+    build.add_argument(
+        "--builder", default=None, help="builder address (default APPFORGE_BUILDER_ADDR)"
+    )
+    build.add_argument(
+        "--deployer", default=None, help="deployer address (default APPFORGE_DEPLOYER_ADDR)"
+    )
+    build.add_argument("--json", action="store_true", help="print events as JSON lines")
+    build.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds for the whole cycle (default 600)"
+    )
+
     health = commands.add_parser(
         "health",
         help="check a server's gRPC health (exit 0 when SERVING; for container health checks)",
@@ -133,6 +159,28 @@ async def _serve_builder(settings: Settings, host: str, port: int, apply_migrati
     await run_until_signalled([runtime.server], runtime.close, ready=_ready)
 
 
+def _app_name(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    return "-".join(words)[:60].strip("-") or "app"
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from appforge.cli.build import BuildOptions, run_build
+
+    options = BuildOptions(
+        prompt=args.prompt,
+        app=args.app or _app_name(args.prompt),
+        team=args.team,
+        chat=args.chat or settings.chat_addr,
+        builder=args.builder or settings.builder_addr,
+        deployer=args.deployer or settings.deployer_addr,
+        model=args.model,
+        json=args.json,
+        timeout=args.timeout,
+    )
+    return asyncio.run(run_build(options, sys.stdout, sys.stderr))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "health":
@@ -141,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args.address, args.service, args.timeout)
     try:
         settings = Settings.from_env()
+        if args.command == "build":
+            return _build(args, settings)
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "migrate":
             asyncio.run(_migrate(settings))

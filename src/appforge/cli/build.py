@@ -1,0 +1,304 @@
+"""`appforge build PROMPT`: create the app if needed, run Build, follow the deployment.
+
+Renders live progress with rich (flow items as they arrive, each tool call's state, the
+deployment's attempts) and ends with the URL and a one-line summary; `--json` prints every
+event as a JSON line instead. Exit status: 0 deployed, 1 the build or the deployment failed,
+2 a request was refused (bad input), 3 a service could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+from appforge.api.flow.v1 import flow_pb2
+
+EXIT_DEPLOYED, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+_TOOL_STYLE = {
+    flow_pb2.TOOL_STATUS_PENDING: ("·", "dim", "pending"),
+    flow_pb2.TOOL_STATUS_STREAMING: ("…", "yellow", "running"),
+    flow_pb2.TOOL_STATUS_SUCCEEDED: ("✔", "green", "succeeded"),
+    flow_pb2.TOOL_STATUS_FAILED: ("✖", "red", "failed"),
+    flow_pb2.TOOL_STATUS_TIMED_OUT: ("⏱", "red", "timed out"),
+    flow_pb2.TOOL_STATUS_CANCELLED: ("⊘", "red", "cancelled"),
+}
+_DEPLOY_DONE = {
+    deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED,
+    deployer_pb2.DEPLOYMENT_STATUS_FAILED,
+    deployer_pb2.DEPLOYMENT_STATUS_TIMED_OUT,
+    deployer_pb2.DEPLOYMENT_STATUS_CANCELLED,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """What `appforge build` was asked."""
+
+    prompt: str
+    app: str
+    team: str
+    chat: str
+    builder: str
+    deployer: str
+    model: str = ""
+    json: bool = False
+    timeout: float = 600.0
+
+
+@dataclass(kw_only=True)
+class Progress:
+    """What the build has shown so far: the state the view renders and the summary uses."""
+
+    app: chat_pb2.App | None = None
+    execution_id: str = ""
+    items: dict[int, flow_pb2.FlowItem] = field(default_factory=dict)
+    finished: builder_pb2.BuildFinished | None = None
+    deployment: deployer_pb2.Deployment | None = None
+    calling: str = ""  # the service being talked to, for error messages
+    started_at: float = field(default_factory=time.monotonic)
+
+    def add(self, item: flow_pb2.FlowItem) -> None:
+        """Merge an item: text replaces, tool calls merge by call_id."""
+        known = self.items.get(item.seq)
+        if known is None or not item.HasField("tools") or not known.HasField("tools"):
+            self.items[item.seq] = item
+            return
+        calls = {c.call_id: c for c in known.tools.calls}
+        for call in item.tools.calls:
+            merged = flow_pb2.ToolCall()
+            if call.call_id in calls:
+                merged.CopyFrom(calls[call.call_id])
+            merged.MergeFrom(call)
+            calls[call.call_id] = merged
+        known.tools.ClearField("calls")
+        known.tools.calls.extend(calls.values())
+
+    @property
+    def calls(self) -> list[flow_pb2.ToolCall]:
+        return [
+            c for item in self.items.values() if item.HasField("tools") for c in item.tools.calls
+        ]
+
+    def summary(self) -> str:
+        seconds = time.monotonic() - self.started_at
+        attempts = len(self.deployment.attempts) if self.deployment else 0
+        return (
+            f"{len(self.items)} flow items, {len(self.calls)} tool calls, "
+            f"{attempts} deployment attempt{'s' if attempts != 1 else ''}, {seconds:.1f} s"
+        )
+
+
+def _call_label(call: flow_pb2.ToolCall) -> str:
+    try:
+        arguments = json.loads(call.arguments_json) if call.arguments_json else {}
+    except ValueError:
+        arguments = {}
+    path = arguments.get("path") if isinstance(arguments, dict) else None
+    return f"{call.name} {path}" if isinstance(path, str) else call.name
+
+
+def render(progress: Progress) -> RenderableType:
+    """The live view: the flow in seq order, then the deployment."""
+    header = Text("starting…", style="dim")
+    if progress.app is not None:
+        header = Text.assemble(
+            ("appforge build ", "bold"),
+            progress.app.name,
+            (f"  execution {progress.execution_id}" if progress.execution_id else "", "dim"),
+        )
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right", style="dim")
+    table.add_column()
+    for seq in sorted(progress.items):
+        item = progress.items[seq]
+        if item.HasField("message"):
+            table.add_row(str(seq), Text(item.message.text, overflow="fold"))
+            continue
+        for n, call in enumerate(item.tools.calls):
+            mark, style, word = _TOOL_STYLE.get(call.status, ("?", "dim", "unknown"))
+            line = Text.assemble((f"{mark} ", style), _call_label(call), (f"  {word}", style))
+            if call.error:
+                line.append(f": {call.error}", style="red")
+            table.add_row(str(seq) if n == 0 else "", line)
+    parts: list[RenderableType] = [header, table]
+    if progress.finished is not None and progress.finished.deployment_id:
+        parts.append(_deployment_line(progress.deployment))
+    return Group(*parts)
+
+
+def _deployment_line(deployment: deployer_pb2.Deployment | None) -> Text:
+    if deployment is None:
+        return Text("deploy  queued", style="yellow")
+    status = deployer_pb2.DeploymentStatus.Name(deployment.status).removeprefix(
+        "DEPLOYMENT_STATUS_"
+    )
+    line = Text(f"deploy  {status.lower().replace('_', ' ')}", style="bold")
+    for attempt in deployment.attempts:
+        outcome = deployer_pb2.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_")
+        line.append(f"  #{attempt.number} {outcome.lower() or 'running'}")
+        if attempt.error:
+            line.append(f" ({attempt.error})", style="red")
+    return line
+
+
+def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: Any) -> None:
+    record: dict[str, Any] = {"event": kind}
+    if message is not None:
+        record.update(json_format.MessageToDict(message))
+    record.update(extra)
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+
+
+class _Refused(Exception):
+    """A service refused a request: exit 2 with its message."""
+
+
+async def run_build(options: BuildOptions, out: TextIO, err: TextIO) -> int:
+    """Run the whole cycle; the exit status."""
+    progress = Progress()
+    console = Console(file=out, highlight=False, soft_wrap=False)
+    emit: Callable[[str, Message | None], None] = lambda kind, message: None  # noqa: E731
+    if options.json:
+
+        def emit(kind: str, message: Message | None) -> None:
+            _json_line(out, kind, message)
+
+    try:
+        async with asyncio.timeout(options.timeout):
+            if options.json:
+                return await _cycle(options, progress, emit, None, out)
+            with Live(render(progress), console=console, refresh_per_second=12) as live:
+                code = await _cycle(options, progress, emit, live, out)
+                live.update(render(progress))
+            if not console.is_terminal:
+                console.line()  # a live view on a pipe ends without one
+            _print_outcome(console, progress, code)
+            return code
+    except TimeoutError:
+        _fail(console, options, err, f"gave up after {options.timeout:g} s")
+        return EXIT_FAILED
+    except grpc.aio.AioRpcError as exc:
+        unreachable = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        _fail(console, options, err, f"{progress.calling}: {exc.code().name}: {exc.details()}")
+        return EXIT_UNREACHABLE if unreachable else EXIT_REFUSED
+
+
+def _fail(console: Console, options: BuildOptions, err: TextIO, message: str) -> None:
+    if not options.json and not console.is_terminal:
+        console.line()  # end the live view's last line
+    err.write(f"appforge build: {message}\n")
+
+
+async def _cycle(
+    options: BuildOptions,
+    progress: Progress,
+    emit: Callable[[str, Message | None], None],
+    live: Live | None,
+    out: TextIO,
+) -> int:
+    def refresh() -> None:
+        if live is not None:
+            live.update(render(progress))
+
+    async with (
+        grpc.aio.insecure_channel(options.chat) as chat_channel,
+        grpc.aio.insecure_channel(options.builder) as builder_channel,
+        grpc.aio.insecure_channel(options.deployer) as deployer_channel,
+    ):
+        chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
+        progress.calling = f"chat at {options.chat}"
+        app = await chat.CreateApp(
+            chat_pb2.CreateAppRequest(team_id=options.team, name=options.app, return_existing=True)
+        )
+        progress.app = app
+        emit("app", app)
+        builder = builder_pb2_grpc.BuilderServiceStub(builder_channel)
+        progress.calling = f"builder at {options.builder}"
+        request = builder_pb2.BuildRequest(
+            app_id=app.id, prompt=options.prompt, model=options.model
+        )
+        async for event in builder.Build(request):
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                progress.execution_id = event.started.execution_id
+                emit("started", event.started)
+            elif kind == "item":
+                progress.add(event.item)
+                emit("item", event.item)
+            elif kind == "finished":
+                progress.finished = event.finished
+                emit("finished", event.finished)
+            refresh()
+        finished = progress.finished
+        if finished is None or finished.status != builder_pb2.EXECUTION_STATUS_SUCCEEDED:
+            if options.json:
+                _json_line(out, "result", status="build_failed", error=_build_error(progress))
+            return EXIT_FAILED
+        deployer = deployer_pb2_grpc.DeployerServiceStub(deployer_channel)
+        progress.calling = f"deployer at {options.deployer}"
+        watch = deployer_pb2.WatchDeploymentRequest(deployment_id=finished.deployment_id)
+        async for state in deployer.WatchDeployment(watch):
+            progress.deployment = state
+            emit("deployment", state)
+            refresh()
+            if state.status in _DEPLOY_DONE:
+                break
+        deployment = progress.deployment
+        deployed = (
+            deployment is not None and deployment.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
+        )
+        if options.json:
+            _json_line(
+                out,
+                "result",
+                status="deployed" if deployed else "deploy_failed",
+                url=deployment.url if deployment and deployed else "",
+                error="" if deployed else _deploy_error(deployment),
+                summary=progress.summary(),
+            )
+        return EXIT_DEPLOYED if deployed else EXIT_FAILED
+
+
+def _build_error(progress: Progress) -> str:
+    finished = progress.finished
+    if finished is None:
+        return "the build stream ended without a result"
+    status = builder_pb2.ExecutionStatus.Name(finished.status).removeprefix("EXECUTION_STATUS_")
+    return f"{status.lower()}: {finished.error}" if finished.error else status.lower()
+
+
+def _deploy_error(deployment: deployer_pb2.Deployment | None) -> str:
+    if deployment is None:
+        return "the deployment's progress could not be followed"
+    status = deployer_pb2.DeploymentStatus.Name(deployment.status).removeprefix(
+        "DEPLOYMENT_STATUS_"
+    )
+    return f"{status.lower()}: {deployment.error}" if deployment.error else status.lower()
+
+
+def _print_outcome(console: Console, progress: Progress, code: int) -> None:
+    app = progress.app.name if progress.app else "?"
+    if code == EXIT_DEPLOYED and progress.deployment is not None:
+        console.print(f"[green]✔ deployed[/] {app}: {progress.summary()}")
+        console.print(progress.deployment.url, soft_wrap=True, highlight=False)
+    elif progress.finished is not None and progress.finished.deployment_id:
+        console.print(f"[red]✖ deployment {_deploy_error(progress.deployment)}[/] ({app})")
+    else:
+        console.print(f"[red]✖ build {_build_error(progress)}[/] ({app})")
