@@ -75,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, help="seconds for the whole cycle (default 600)"
     )
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="show an app's or an execution's messages and flag splits, repeated stamps, "
+        "stuck tool calls",
+        description="Exit status: 0 nothing flagged, 1 something flagged, 2 unknown id, "
+        "3 chat unreachable.",
+    )
+    inspect.add_argument("id", help="an app id or an execution id")
+    inspect.add_argument("--chat", default=None, help="chat address (default APPFORGE_CHAT_ADDR)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
     health = commands.add_parser(
         "health",
         help="check a server's gRPC health (exit 0 when SERVING; for container health checks)",
@@ -191,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "build":
             return _build(args, settings)
+        if args.command == "inspect":
+            from appforge.cli import inspect as inspect_command
+
+            return inspect_command.run(
+                args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
+            )
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "migrate":
             asyncio.run(_migrate(settings))
