@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: the chat service on the embedded default (SQLite in ./.appforge, in-process bus), port 50051
+## run: all three services in one process on the embedded default (SQLite in ./.appforge,
+## in-process bus, local deploys): chat 50051, builder 50052, deployer 50053, apps on 8080
 run: $(STAMP)
-	$(BIN)/appforge serve chat
+	$(BIN)/appforge up
 
 ## test: generated-code drift, lint, types, then every suite (what .ci/run calls)
 test: lint

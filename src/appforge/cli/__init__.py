@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import re
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate",
         help="apply database migrations (DATABASE_URL, or the embedded SQLite file)",
+    )
+
+    up = commands.add_parser(
+        "up",
+        help="run chat, builder and deployer in one process (embedded default: no servers needed)",
+    )
+    up.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    up.add_argument("--chat-port", type=int, default=DEFAULT_PORTS["chat"])
+    up.add_argument("--builder-port", type=int, default=DEFAULT_PORTS["builder"])
+    up.add_argument("--deployer-port", type=int, default=DEFAULT_PORTS["deployer"])
+    up.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
     )
 
     serve = commands.add_parser("serve", help="run one service")
@@ -209,6 +225,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
             )
         configure_logging(settings.log_level, settings.log_format)
+        if args.command == "up":
+            from appforge.cli.up import Ports, up
+
+            ports = Ports(
+                host=args.host or settings.host,
+                chat=args.chat_port,
+                builder=args.builder_port,
+                deployer=args.deployer_port,
+                http=args.http_port if args.http_port is not None else settings.deploy.http_port,
+            )
+            asyncio.run(up(settings, ports))
+            return 0
         if args.command == "migrate":
             asyncio.run(_migrate(settings))
             print(f"migrated {settings.resolved_database_url().split('@')[-1]}")
@@ -220,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.service == "deployer":
                 http_port = (
                     args.http_port if args.http_port is not None else settings.deploy.http_port
+                )
+                settings = dataclasses.replace(
+                    settings, deploy=settings.deploy.serving_on(http_port)
                 )
                 asyncio.run(
                     _serve_deployer(settings, host, port, http_port, args.migrate or embedded)

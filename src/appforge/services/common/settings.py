@@ -80,6 +80,16 @@ class DeploySettings:
             poll_interval=_seconds(env, "APPFORGE_DEPLOY_POLL_INTERVAL", 1.0),
         )
 
+    def serving_on(self, http_port: int) -> DeploySettings:
+        """These settings with the HTTP server on `http_port`; a public URL that was only
+        derived from the default port follows it, one set explicitly stays."""
+        derived = self.public_url == f"http://127.0.0.1:{self.http_port}"
+        return dataclasses.replace(
+            self,
+            http_port=http_port,
+            public_url=f"http://127.0.0.1:{http_port}" if derived else self.public_url,
+        )
+
     @property
     def s3_configured(self) -> bool:
         return bool(self.s3_bucket)
