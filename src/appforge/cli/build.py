@@ -254,12 +254,7 @@ async def _cycle(
         deployer = deployer_pb2_grpc.DeployerServiceStub(deployer_channel)
         progress.calling = f"deployer at {options.deployer}"
         watch = deployer_pb2.WatchDeploymentRequest(deployment_id=finished.deployment_id)
-        async for state in deployer.WatchDeployment(watch):
-            progress.deployment = state
-            emit("deployment", state)
-            refresh()
-            if state.status in _DEPLOY_DONE:
-                break
+        await _follow(deployer, watch, progress, emit, refresh)
         deployment = progress.deployment
         deployed = (
             deployment is not None and deployment.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
@@ -274,6 +269,32 @@ async def _cycle(
                 summary=progress.summary(),
             )
         return EXIT_DEPLOYED if deployed else EXIT_FAILED
+
+
+async def _follow(
+    deployer: deployer_pb2_grpc.DeployerServiceAsyncStub,
+    watch: deployer_pb2.WatchDeploymentRequest,
+    progress: Progress,
+    emit: Callable[[str, Message | None], None],
+    refresh: Callable[[], None],
+) -> None:
+    """Follow the deployment to its end, watching again if the deployer restarts (the
+    deployment is a durable job: another deployer process carries it on)."""
+    delay = 0.2
+    while True:
+        try:
+            async for state in deployer.WatchDeployment(watch):
+                delay = 0.2
+                progress.deployment = state
+                emit("deployment", state)
+                refresh()
+                if state.status in _DEPLOY_DONE:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        await asyncio.sleep(delay)  # the overall --timeout bounds the retries
+        delay = min(2.0, delay * 2)
 
 
 def _build_error(progress: Progress) -> str:
