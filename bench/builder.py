@@ -598,6 +598,7 @@ class Tally:
     window: Window
     seen: set[tuple[str, int]] = field(default_factory=set)
     produced: Counter[str] = field(default_factory=Counter)  # new items stamped in window, by app
+    new_total: int = 0  # new items, in or out of the window (for progress)
     item_events: int = 0  # BuildEvent.item received in the window
     new_events: int = 0  # ...of which the first for their (execution_id, seq)
     upserts: int = 0  # baseline: UpsertAssistantMessage calls sent in the window
@@ -614,6 +615,7 @@ class Tally:
         if key in self.seen:
             return
         self.seen.add(key)
+        self.new_total += 1
         self.new_events += counted
         stamp = stamp_us(item)
         if self.window.holds(stamp):
@@ -621,15 +623,13 @@ class Tally:
             self.stream_latency.add(received - stamp)
 
     def wrote_item(self, app_id: str, stamp: int) -> None:
+        self.new_total += 1
         if self.window.holds(stamp):
             self.produced[app_id] += 1
 
     def error(self, text: str) -> None:
         self.errors[text.split(":", 1)[0]] += 1
         self.first_error = self.first_error or text
-
-    def progress(self, since: int) -> int:
-        return sum(self.produced.values()) - since
 
 
 @dataclass(kw_only=True)
@@ -947,15 +947,18 @@ class PhaseRun:
 async def _sleep_watching(services: Services, seconds: float, tally: Tally, name: str) -> None:
     """Sleep, checking the processes are alive and logging the produced rate."""
     deadline = time.monotonic() + seconds
-    mark, mark_t = tally.progress(0), time.monotonic()
+    mark, mark_t = tally.new_total, time.monotonic()
     while (left := deadline - time.monotonic()) > 0:
         await asyncio.sleep(min(left, PROGRESS_S))
         services.check_alive()
         now = time.monotonic()
-        if tally.window.start_us and now - mark_t >= 1:
-            produced = tally.progress(0)
-            log(f"{name}: {(produced - mark) / (now - mark_t):.0f} new items/s")
-            mark, mark_t = produced, now
+        if now - mark_t >= 1:
+            ended = sum(tally.statuses.values())
+            log(
+                f"{name}: {(tally.new_total - mark) / (now - mark_t):.0f} new items/s, "
+                f"{ended} executions ended, {sum(tally.errors.values())} errors"
+            )
+            mark, mark_t = tally.new_total, now
 
 
 async def _drain_deploys(conn: asyncpg.Connection) -> None:

@@ -72,7 +72,8 @@ class Child:
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log: Path) -> None:
         self.name = name
         self.argv = list(argv)
-        self.env = env
+        # Several children of one kind run at once: no fixed metrics ports.
+        self.env = {"APPFORGE_METRICS_PORT": "0", **env}
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
 

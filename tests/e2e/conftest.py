@@ -117,6 +117,7 @@ def service_env(
         APPFORGE_LOG_LEVEL="WARNING",
         APPFORGE_SHUTDOWN_GRACE="2",
         APPFORGE_WATCH_POLL_INTERVAL="2",
+        APPFORGE_METRICS_PORT="0",  # many processes per test: no fixed ports
     )
     return env
 

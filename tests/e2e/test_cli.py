@@ -73,8 +73,60 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path)}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "APPFORGE_DATA_DIR": str(tmp_path),
+            "APPFORGE_METRICS_PORT": "0",
+        }
         result = _appforge("serve", "chat", "--port", str(port), env=env)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path)}
+        result = _appforge("serve", "chat", "--port", "0", "--metrics-port", str(port), env=env)
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_each_service_exports_prometheus_metrics(spawn) -> None:  # type: ignore[no-untyped-def]
+    import aiohttp
+    import grpc
+
+    from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+    from tests.e2e.conftest import free_port
+
+    metrics_port = free_port()
+    chat = await spawn("chat", "--metrics-port", str(metrics_port))
+    async with grpc.aio.insecure_channel(chat.address) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        app = await stub.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name="metrics-app"))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetApp(chat_pb2.GetAppRequest(app_id="missing"))
+        await stub.UpsertAssistantMessage(
+            chat_pb2.UpsertAssistantMessageRequest(
+                app_id=app.id, execution_id="e-metrics", status=chat_pb2.MESSAGE_STATUS_PROCESSING
+            )
+        )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    create = 'appforge_rpcs_total{code="OK",method="/appforge.chat.v1.ChatService/CreateApp"} 1.0'
+    missing = (
+        'appforge_rpcs_total{code="NOT_FOUND",method="/appforge.chat.v1.ChatService/GetApp"} 1.0'
+    )
+    assert create in text and missing in text
+    assert "appforge_chat_assistant_messages_created_total 1.0" in text
+    assert "appforge_chat_assistant_upserts_total 1.0" in text

@@ -361,13 +361,14 @@ async def test_a_deployer_killed_mid_attempt_and_restarted_deploys_once(
 async def up_process(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[dict[str, int], subprocess.Popen[bytes]]]:
-    ports = {name: free_port() for name in ("chat", "builder", "deployer", "http")}
+    ports = {name: free_port() for name in ("chat", "builder", "deployer", "http", "metrics")}
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("APPFORGE_", "DATABASE_URL", "REDIS_URL"))
     }
     env["APPFORGE_DATA_DIR"] = str(tmp_path / "data")
+    env["APPFORGE_METRICS_PORT"] = str(ports["metrics"])
     log = (tmp_path / "up.log").open("wb")
     process = subprocess.Popen(
         [
@@ -422,8 +423,20 @@ async def test_golden_flow_on_appforge_up_with_no_servers(
     url = result.stdout.strip().splitlines()[-1]
     assert url.startswith(f"http://127.0.0.1:{ports['http']}/apps/")
     assert "✔ deployed" in result.stdout
-    async with aiohttp.ClientSession() as http, http.get(url) as page:
-        assert page.status == 200 and "calculator" in (await page.text()).lower()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as page:
+            assert page.status == 200 and "calculator" in (await page.text()).lower()
+        async with http.get(f"http://127.0.0.1:{ports['metrics']}/metrics") as scraped:
+            metrics = await scraped.text()
+    for line in (
+        "appforge_builder_duplicate_messages_total 0.0",
+        'appforge_builder_tool_calls_total{status="succeeded",tool="write_file"} 3.0',
+        'appforge_builder_executions_total{status="succeeded"} 1.0',
+        'appforge_deployer_attempts_total{outcome="succeeded"} 1.0',
+        'appforge_deployer_deployments_total{status="succeeded"} 1.0',
+        "appforge_chat_assistant_messages_created_total 1.0",
+    ):
+        assert line in metrics, line
     app_id = url.rstrip("/").rsplit("/", 1)[1]
     inspected = await appforge("inspect", app_id, "--chat", f"127.0.0.1:{ports['chat']}")
     assert inspected.code == 0, inspected.stdout

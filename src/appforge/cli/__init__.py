@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from appforge.services.common import db, migrate
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
-from appforge.services.common.settings import DEFAULT_PORTS, Settings
+from appforge.services.common.metrics import serve_metrics
+from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
 
 SERVICES = ("chat", "builder", "deployer")
 
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--builder-port", type=int, default=DEFAULT_PORTS["builder"])
     up.add_argument("--deployer-port", type=int, default=DEFAULT_PORTS["deployer"])
     up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics of all three (default APPFORGE_METRICS_PORT or 9050; 0: off)",
+    )
+    up.add_argument(
         "--http-port",
         type=int,
         default=None,
@@ -60,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="deployer: port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics port (default APPFORGE_METRICS_PORT, else chat 9051, "
+        "builder 9052, deployer 9053; 0 turns it off)",
     )
     serve.add_argument(
         "--migrate",
@@ -186,6 +200,10 @@ async def _serve_builder(settings: Settings, host: str, port: int, apply_migrati
     await run_until_signalled([runtime.server], runtime.close, ready=_ready)
 
 
+def _first(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
+
+
 def _app_name(prompt: str) -> str:
     words = re.findall(r"[a-z0-9]+", prompt.lower())
     return "-".join(words)[:60].strip("-") or "app"
@@ -225,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
             )
         configure_logging(settings.log_level, settings.log_format)
+        if args.command in ("up", "serve"):
+            name = "up" if args.command == "up" else args.service
+            metrics_port = _first(
+                args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]
+            )
+            serve_metrics(args.host or settings.host, metrics_port)
         if args.command == "up":
             from appforge.cli.up import Ports, up
 

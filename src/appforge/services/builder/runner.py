@@ -32,7 +32,14 @@ from appforge.services.builder.domain import (
     unique_calls,
     unsuccessful,
 )
-from appforge.services.builder.models.base import Exchange, Model, ToolRequest, ToolResult, Turn
+from appforge.services.builder.models.base import (
+    TOOL_NAMES,
+    Exchange,
+    Model,
+    ToolRequest,
+    ToolResult,
+    Turn,
+)
 from appforge.services.builder.models.openai import ModelError
 from appforge.services.builder.notices import FinalNotices
 from appforge.services.builder.sandbox import Sandbox, ToolError
@@ -41,6 +48,7 @@ from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.flow import ToolStatus
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import DUPLICATE_MESSAGES, EXECUTIONS, TOOL_CALLS
 from appforge.services.common.settings import Limits
 
 log = get_logger(__name__)
@@ -99,6 +107,7 @@ class ExecutionInput:
     execution_id: str
     app_id: str
     prompt: str
+    message_id: str
 
 
 class _Failed(Exception):
@@ -313,6 +322,7 @@ class ExecutionRunner:
         )
         if not moved:  # the sweeper or a cancel ended it first; they tell chat
             return _CallOutcome(result=ToolResult(call_id=call_id, ok=False), status=None)
+        TOOL_CALLS.labels(name if name in TOOL_NAMES else "other", status.name.lower()).inc()
         log.info(
             "tool_call_finished",
             execution_id=self.execution_id,
@@ -342,13 +352,21 @@ class ExecutionRunner:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Write to the execution's message, then stream the items to Build clients."""
-        await self.chat.upsert(
+        message_id = await self.chat.upsert(
             app_id=self.execution.app_id,
             execution_id=self.execution_id,
             items=items,
             status=status,
             metadata=metadata,
         )
+        if message_id != self.execution.message_id:
+            DUPLICATE_MESSAGES.inc()
+            log.error(
+                "split_execution_detected",
+                execution_id=self.execution_id,
+                message_id=self.execution.message_id,
+                other_message_id=message_id,
+            )
         for item in items:
             self.emit(builder_pb2.BuildEvent(item=item))
 
@@ -413,6 +431,7 @@ class ExecutionRunner:
             first=ended,
         )
         if ended:
+            EXECUTIONS.labels(status.name.lower()).inc()
             await self.notices.deliver(self.execution_id)
 
     async def _finished(self) -> None:

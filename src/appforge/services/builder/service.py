@@ -34,6 +34,7 @@ from appforge.services.builder.store import (
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError, FailedPrecondition, InvalidArgument
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import EXECUTIONS
 from appforge.services.common.settings import MODELS, Settings
 from appforge.services.common.validation import check_size, optional_id, require_id
 
@@ -152,7 +153,12 @@ class BuilderService:
             )
             raise
         runner = ExecutionRunner(
-            ExecutionInput(execution_id=execution_id, app_id=app_id, prompt=user.content),
+            ExecutionInput(
+                execution_id=execution_id,
+                app_id=app_id,
+                prompt=user.content,
+                message_id=message_id,
+            ),
             model=model,
             workspace=self.workspace_for(execution_id),
             store=self.store,
@@ -232,6 +238,7 @@ class BuilderService:
             execution_id, ExecutionStatus.CANCELLED, error=error, now_us=now, notice_due_us=now
         ):
             log.info("execution_cancelled", execution_id=execution_id, reason=reason)
+            EXECUTIONS.labels("cancelled").inc()
             await self.notices.deliver(execution_id)
             self.ended_elsewhere(execution_id)
         return await self.execution(execution_id)

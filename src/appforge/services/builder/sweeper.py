@@ -17,6 +17,11 @@ from appforge.services.builder.notices import FinalNotices
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.common.clock import Clock
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import (
+    ABANDONED_EXECUTIONS,
+    EXECUTIONS,
+    TOOL_TIMEOUTS_REAPED,
+)
 
 log = get_logger(__name__)
 
@@ -71,6 +76,10 @@ class Sweeper:
             abandoned=frozenset(abandoned),
             notices_delivered=delivered,
         )
+        TOOL_TIMEOUTS_REAPED.inc(len(timed_out))
+        ABANDONED_EXECUTIONS.inc(len(abandoned))
+        EXECUTIONS.labels("timed_out").inc(len(report.timed_out))
+        EXECUTIONS.labels("failed").inc(len(report.abandoned))
         for execution_id in report.timed_out | report.abandoned:
             self.ended(execution_id)
         if timed_out or abandoned:

@@ -28,6 +28,7 @@ from appforge.services.common import keys
 from appforge.services.common.bus import Bus
 from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import ASSISTANT_MESSAGES_CREATED, ASSISTANT_UPSERTS
 from appforge.services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -75,7 +76,10 @@ class ChatService:
             version=message.version,
             changed=changed,
         )
+        ASSISTANT_UPSERTS.inc()
         if changed:
+            if message.version == 1:
+                ASSISTANT_MESSAGES_CREATED.inc()
             await self._publish(message)
         return message
 

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from appforge.services.common.errors import AppforgeError, ErrorKind
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import RPC_SECONDS, RPCS
 
 log = get_logger(__name__)
 
@@ -93,6 +94,7 @@ async def _abort(context: Context, method: str, exc: Exception, started: float) 
     else:
         code, details = grpc.StatusCode.INTERNAL, "internal error"
         log.exception("rpc_crashed", method=method, error=repr(exc), ms=elapsed_ms)
+    RPCS.labels(method, code.name).inc()
     await context.abort(code, details)
 
 
@@ -102,12 +104,16 @@ def _wrap_unary(method: str, fn: Handler) -> Handler:
         try:
             response = await fn(request, context)
         except asyncio.CancelledError:
+            RPCS.labels(method, "CANCELLED").inc()
             raise
         except Exception as exc:
             if _is_abort(exc):
                 raise
             await _abort(context, method, exc, started)
-        log.debug("rpc", method=method, ms=round((time.perf_counter() - started) * 1000, 2))
+        elapsed = time.perf_counter() - started
+        RPCS.labels(method, "OK").inc()
+        RPC_SECONDS.labels(method).observe(elapsed)
+        log.debug("rpc", method=method, ms=round(elapsed * 1000, 2))
         return response
 
     return wrapped
@@ -120,11 +126,14 @@ def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
             async for item in fn(request, context):
                 yield item
         except asyncio.CancelledError:
+            RPCS.labels(method, "CANCELLED").inc()
             raise
         except Exception as exc:
             if _is_abort(exc):
                 raise
             await _abort(context, method, exc, started)
+        else:
+            RPCS.labels(method, "OK").inc()
 
     return wrapped
 

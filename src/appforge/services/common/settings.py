@@ -12,6 +12,8 @@ from pathlib import Path
 from appforge.services.common.errors import ConfigError
 
 DEFAULT_PORTS = {"chat": 50051, "builder": 50052, "deployer": 50053}
+# Prometheus metrics over HTTP; `appforge up` serves all three services' on "up".
+DEFAULT_METRICS_PORTS = {"chat": 9051, "builder": 9052, "deployer": 9053, "up": 9050}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +161,7 @@ class Settings:
     shutdown_grace: float = 5.0
     watch_poll_interval: float = 5.0
     db_pool_size: int = 20
+    metrics_port: int | None = None  # None: the service's default; 0: no metrics server
     deploy: DeploySettings = dataclasses.field(default_factory=DeploySettings)
     builder: BuilderSettings = dataclasses.field(default_factory=BuilderSettings)
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -181,6 +184,7 @@ class Settings:
             shutdown_grace=_seconds(env, "APPFORGE_SHUTDOWN_GRACE", 5.0),
             watch_poll_interval=_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
             db_pool_size=_count(env, "APPFORGE_DB_POOL_SIZE", 20),
+            metrics_port=_port(env, "APPFORGE_METRICS_PORT"),
             deploy=DeploySettings.from_env(env),
             builder=BuilderSettings.from_env(env),
         )
@@ -211,6 +215,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name} must be a port number (0 turns it off), got {raw!r}")
+    return int(raw)
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

@@ -17,6 +17,12 @@ from typing import Any, Protocol
 
 from appforge.services.common.clock import Clock
 from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import (
+    DEPLOY_ATTEMPTS,
+    DEPLOY_RETRIES,
+    DEPLOY_TIMEOUTS,
+    DEPLOYMENTS,
+)
 from appforge.services.deployer.domain import US, AttemptOutcome, Claim, Policy, backoff_delay
 from appforge.services.deployer.store import DeploymentStore
 from appforge.services.deployer.targets.base import PublishError, Target
@@ -120,6 +126,13 @@ class DeploymentWorker:
             error=error,
             **fields,
         )
+        DEPLOY_ATTEMPTS.labels(outcome.name.lower()).inc()
+        if outcome is AttemptOutcome.TIMED_OUT:
+            DEPLOY_TIMEOUTS.inc()
+        if finished.terminal:
+            DEPLOYMENTS.labels(finished.name.lower()).inc()
+        elif outcome is not AttemptOutcome.SUCCEEDED:
+            DEPLOY_RETRIES.inc()
         await self.on_change(deployment.id)
 
     async def _run_attempt(self, claim: Claim) -> tuple[AttemptOutcome | None, str, str]:
