@@ -23,6 +23,7 @@ DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,  # the server is full: try again later
 )
 
 
