@@ -22,10 +22,9 @@ RUN mkdir -p src/appforge && touch src/appforge/__init__.py \
  && rm -rf src
 COPY src ./src
 RUN /opt/appforge/bin/pip install --no-cache-dir --no-deps --force-reinstall . \
- && /opt/appforge/bin/pip uninstall --yes pip setuptools \
- && find /opt/appforge -name '__pycache__' -prune -exec rm -rf '{}' +
+ && /opt/appforge/bin/pip uninstall --yes pip setuptools
 
-# --- runtime: the virtualenv on a clean base, run as a non-root user ----------------------------
+# --- runtime: the virtualenv (compiled by pip) on a clean base, run as a non-root user ----------
 FROM python:3.11-slim
 ENV PATH=/opt/appforge/bin:$PATH \
     PYTHONUNBUFFERED=1 \

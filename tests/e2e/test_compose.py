@@ -1,0 +1,333 @@
+"""docker-compose.yml end to end: the image from the Dockerfile, the stack up under podman-compose,
+and the golden flow (a calculator built, deployed and served) driven from the host.
+
+Runs where the container engine of ../shared/ci/container-engine.sh is up (`.ci/run` sources its
+env.sh: DOCKER_HOST, and the local PostgreSQL and Redis images) and skips elsewhere, even under
+CI=true. With podman, health checks run only when someone runs them and podman-compose before
+podman 4.6 ignores `condition: service_healthy` (and, on podman 4.3, `--requires` chains of two
+levels fail to start), so the stack comes up in the order the compose file declares, one step at a
+time: postgres and redis until their health checks pass, then migrate until it exits 0, then the
+three services until they are SERVING on their published ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urljoin
+
+import aiohttp
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from tests.app_checks import parse_html
+from tests.e2e.conftest import free_port
+from tests.helpers import watching
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_SH = Path(os.environ.get("TMPDIR") or "/tmp") / "appforge-containers" / "env.sh"
+SERVICES = {"chat": 50051, "builder": 50052, "deployer": 50053}
+# Host ports: the variables docker-compose.yml reads, each given a free port.
+PORT_VARIABLES = (
+    "APPFORGE_CHAT_PORT",
+    "APPFORGE_BUILDER_PORT",
+    "APPFORGE_DEPLOYER_PORT",
+    "APPFORGE_HTTP_PORT",
+    "APPFORGE_CHAT_METRICS_PORT",
+    "APPFORGE_BUILDER_METRICS_PORT",
+    "APPFORGE_DEPLOYER_METRICS_PORT",
+)
+# Reconnect quickly while a published port has no listener yet (gRPC's default backoff is 1 s).
+_FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+def _no_engine() -> str | None:
+    """Why the test cannot run here, or None."""
+    if os.environ.get("APPFORGE_TEST_CONTAINERS") == "off":
+        return "APPFORGE_TEST_CONTAINERS=off: no container engine"
+    if not os.environ.get("DOCKER_HOST"):
+        return (
+            "no container engine: DOCKER_HOST is unset "
+            f"(run ../shared/ci/container-engine.sh, then source {ENV_SH})"
+        )
+    if shutil.which("podman") is None:
+        return "no container engine: `podman` is not on PATH"
+    if importlib.util.find_spec("podman_compose") is None:
+        return "podman-compose is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@dataclass(kw_only=True)
+class Stack:
+    """One docker-compose.yml project under podman-compose, with its own image and host ports."""
+
+    project: str
+    image: str
+    env: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def port(self, variable: str) -> int:
+        return int(self.env[variable])
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.port(f'APPFORGE_{service.upper()}_PORT')}"
+
+    def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "podman_compose", "-p", self.project]
+        return _run([*command, "-f", str(ROOT / "docker-compose.yml"), *args], self.env, timeout)
+
+    def up(self, *services: str) -> None:
+        """Creates and starts `services` alone: the caller has seen to their dependencies."""
+        done = self.compose("up", "-d", "--no-deps", *services)
+        if done.returncode != 0:
+            self.fail(f"podman-compose up {' '.join(services)}: {done.returncode}\n{done.stdout}")
+
+    def container(self, service: str) -> str:
+        labels = [f"com.docker.compose.project={self.project}"]
+        labels.append(f"com.docker.compose.service={service}")
+        names = self._names(*labels)
+        if len(names) != 1:
+            self.fail(f"{service}: expected one container, found {names}")
+        return names[0]
+
+    def healthy(self, service: str) -> bool:
+        """Runs the service's compose health check once (nothing else runs it under podman)."""
+        return _podman("healthcheck", "run", self.container(service)).returncode == 0
+
+    def logs(self) -> str:
+        """The tail of every container's log, for failure messages."""
+        sections = []
+        for name in self._names(f"com.docker.compose.project={self.project}"):
+            state = _podman("ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Status}}")
+            log = _podman("logs", "--tail", "80", name)
+            sections.append(f"--- {name} ({state.stdout.strip()}) ---\n{log.stdout}")
+        return "\n".join(sections) or "(no containers)"
+
+    def fail(self, message: str) -> NoReturn:
+        pytest.fail(f"{message}\n\ncontainer logs:\n{self.logs()}", pytrace=False)
+
+    @contextlib.contextmanager
+    def explained(self) -> Iterator[None]:
+        """Failures inside carry the containers' logs."""
+        try:
+            yield
+        except (
+            AssertionError,
+            TimeoutError,
+            subprocess.TimeoutExpired,
+            grpc.aio.AioRpcError,
+            aiohttp.ClientError,
+        ) as exc:
+            raise AssertionError(f"{exc!r}\n\ncontainer logs:\n{self.logs()}") from exc
+
+    def _names(self, *labels: str) -> list[str]:
+        filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
+        listed = _podman("ps", "-a", *filters, "--format", "{{.Names}}")
+        return sorted(listed.stdout.split())
+
+
+def _run(
+    command: Sequence[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return _run(["podman", *args], dict(os.environ), timeout)
+
+
+def _build_image(tag: str) -> None:
+    command = ["podman", "build", "--format", "docker", "--network=host", "-t", tag]
+    if Path("/etc/ssl/certs").is_dir():  # apt and pip in the build trust what this machine trusts
+        command += ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"]
+    built = _run([*command, str(ROOT)], dict(os.environ), timeout=600)
+    assert built.returncode == 0, f"podman build: {built.returncode}\n{built.stdout[-6000:]}"
+
+
+def _until(stack: Stack, what: str, ready: Callable[[], bool], timeout: float) -> None:
+    """Polls `ready` until it is true. Only for health checks: nothing signals them under podman."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            stack.fail(f"{what} not ready within {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+def _bring_up(stack: Stack) -> None:
+    """The compose file's start order, one step at a time (see the module docstring)."""
+    stack.up("postgres", "redis")
+    _until(
+        stack,
+        "postgres and redis",
+        lambda: stack.healthy("postgres") and stack.healthy("redis"),
+        60,
+    )
+    stack.up("migrate")
+    waited = _podman("wait", stack.container("migrate"), timeout=120)
+    if waited.stdout.strip() != "0":
+        stack.fail(f"migrate exited with {waited.stdout.strip() or waited.returncode}")
+    stack.up(*SERVICES)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """The stack of docker-compose.yml on a fresh image; everything removed afterwards."""
+    reason = _no_engine()
+    if reason is not None:
+        pytest.skip(reason)
+    suffix = uuid.uuid4().hex[:10]
+    env = dict(os.environ)
+    ports: set[int] = set()
+    while len(ports) < len(PORT_VARIABLES):
+        ports.add(free_port())
+    env.update(zip(PORT_VARIABLES, map(str, sorted(ports)), strict=True))
+    env["APPFORGE_IMAGE"] = f"localhost/appforge-compose-test:{suffix}"
+    for variable, test_variable in (
+        ("APPFORGE_POSTGRES_IMAGE", "APPFORGE_TEST_POSTGRES_IMAGE"),
+        ("APPFORGE_REDIS_IMAGE", "APPFORGE_TEST_REDIS_IMAGE"),
+    ):
+        if os.environ.get(test_variable):  # the engine's local images; else the compose default
+            env[variable] = os.environ[test_variable]
+    built = Stack(project=f"appforge-compose-{suffix}", image=env["APPFORGE_IMAGE"], env=env)
+    started = time.monotonic()
+    _build_image(built.image)
+    built.timings["build"] = time.monotonic() - started
+    try:
+        started = time.monotonic()
+        with built.explained():
+            _bring_up(built)
+        built.timings["up"] = time.monotonic() - started
+        yield built
+    finally:
+        down = built.compose("down", "-v", "--timeout", "5")
+        _podman("rmi", built.image)
+        print(f"compose stack {built.project}: {built.timings}; down: {down.returncode}")
+
+
+async def _until_serving(address: str, timeout: float) -> None:
+    """Until the server's health Watch stream says SERVING."""
+    async with (
+        asyncio.timeout(timeout),
+        grpc.aio.insecure_channel(address, options=_FAST_RECONNECT) as channel,
+    ):
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:  # a stream broken while the container starts is opened again
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for reply in stub.Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True):
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+
+
+def _deployed(execution_id: str, event: chat_pb2.MessageEvent) -> bool:
+    message = event.message
+    return (
+        message.execution_id == execution_id
+        and "deployment_status" in message.metadata.fields
+        and message.metadata["deployment_status"] == "deployed"
+    )
+
+
+async def _build_a_calculator(stack: Stack) -> str:
+    """The golden flow from the host with `appforge build`; the URL it printed last.
+
+    Afterwards the execution's one message must say deployed, at that URL.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appforge.cli",
+        "build",
+        "build a calculator",
+        "--app",
+        f"calc-{uuid.uuid4().hex[:8]}",
+        "--chat",
+        stack.address("chat"),
+        "--builder",
+        stack.address("builder"),
+        "--deployer",
+        stack.address("deployer"),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 180)
+    assert process.returncode == 0, (out + err).decode()
+    events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    result = events[-1]
+    assert result["event"] == "result" and result["status"] == "deployed", result
+    execution_id = next(e["executionId"] for e in events if e["event"] == "started")
+    async with grpc.aio.insecure_channel(stack.address("chat")) as channel:
+        message = await chat_pb2_grpc.ChatServiceStub(channel).GetMessageByExecution(
+            chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)
+        )
+    assert message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
+    # The deployer's notice may land just after the CLI saw the deployment succeed.
+    if message.metadata.fields.get("deployment_status") is None or (
+        message.metadata["deployment_status"] != "deployed"
+    ):
+        async with (
+            grpc.aio.insecure_channel(stack.address("chat")) as channel,
+            watching(chat_pb2_grpc.ChatServiceStub(channel), message.app_id) as watcher,
+        ):
+            event = await watcher.until(lambda e: _deployed(execution_id, e), timeout=60)
+            message = event.message
+    assert message.metadata["url"] == result["url"]
+    return str(result["url"])
+
+
+@pytest.mark.timeout(900)
+async def test_compose_stack_builds_and_serves_a_calculator(stack: Stack) -> None:
+    with stack.explained():
+        for service in SERVICES:
+            await _until_serving(stack.address(service), timeout=60)
+        # The compose file's own health checks (`appforge health` inside each container).
+        assert {s: stack.healthy(s) for s in SERVICES} == dict.fromkeys(SERVICES, True)
+
+        url = await _build_a_calculator(stack)
+
+        http_port = stack.port("APPFORGE_HTTP_PORT")
+        assert url.startswith(f"http://127.0.0.1:{http_port}/"), url
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with http.get(url) as response:
+                assert response.status == 200, url
+                assert response.content_type == "text/html"
+                page = parse_html(await response.text())
+            assert "".join(page.text_by_tag["title"]) == "Calculator"
+            scripts = [attrs.get("src") for attrs in page.tags("script")]
+            assert scripts == ["app.js"]
+            async with http.get(urljoin(url, "app.js")) as response:
+                assert response.status == 200
+                assert "createCalculator" in await response.text()
+            # Each service's Prometheus metrics on its published port.
+            for service in SERVICES:
+                port = stack.port(f"APPFORGE_{service.upper()}_METRICS_PORT")
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    assert response.status == 200, service
+                    assert "appforge_rpcs_total" in await response.text(), service
