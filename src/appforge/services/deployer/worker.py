@@ -78,6 +78,9 @@ class DeploymentWorker:
     async def run(self) -> None:
         """Work until cancelled."""
         while True:
+            # Cleared before the claim, not after: a Deploy committed while the claim runs
+            # sets it again, so the wait below returns at once instead of sleeping through.
+            self.wake.clear()
             try:
                 claim = await self.store.claim(
                     self.worker_id, self.config.lease, self.clock.now_us()
@@ -94,7 +97,6 @@ class DeploymentWorker:
             await self.attempt(claim)
 
     async def _idle(self) -> None:
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), self.config.poll_interval)
 
@@ -237,11 +239,11 @@ class NoticeDeliverer:
 
     async def run(self) -> None:
         while True:
+            self.wake.clear()  # before reading, so a notice written meanwhile is not missed
             try:
                 await self.deliver_due()
             except Exception as exc:
                 log.warning("outbox_read_failed", error=repr(exc))
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval)
 
