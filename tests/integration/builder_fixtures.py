@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import grpc
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
-from appforge.services.builder.clients import GrpcChat
+from appforge.services.builder.clients import ChatPort, GrpcChat
 from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
 from appforge.services.builder.models.scripted import ScriptedModel
 from appforge.services.builder.runner import SandboxWorkspace, Workspace
@@ -125,6 +125,7 @@ async def running_builder(
     models: dict[str, Model] | None = None,
     gate: int | None = None,
     sandbox_limits: SandboxLimits | None = None,
+    wrap_chat: Callable[[ChatPort], ChatPort] | None = None,
     **builder_settings: Any,
 ) -> AsyncIterator[BuilderHandle]:
     """A builder on `database_url` talking to chat at `chat_address`.
@@ -158,7 +159,7 @@ async def running_builder(
         port=0,
         engine=engine,
         clock=clock,
-        chat=GrpcChat(chat_address),
+        chat=wrap_chat(GrpcChat(chat_address)) if wrap_chat else GrpcChat(chat_address),
         deployer=deployer,
         models=models if models is not None else {"scripted": ScriptedModel()},
         workspace_for=workspace_for,

@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -597,3 +598,53 @@ async def test_the_openai_provider_builds_the_calculator_over_loopback_http(
     assert dict(message.metadata)["model"] == "openai"
     assert_ordered(message)
     assert message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
+
+
+class HeartbeatDuringTheEnd:
+    """A chat client that lets the builder heartbeat while the final notice is on its way:
+    the execution's row no longer says RUNNING, but its runner is still finishing it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.service: Any = None
+        self.beats = 0
+
+    async def post_user_message(self, **kw: Any) -> Any:
+        return await self.inner.post_user_message(**kw)
+
+    async def user_message(self, message_id: str) -> Any:
+        return await self.inner.user_message(message_id)
+
+    async def upsert(self, **kw: Any) -> str:
+        final = "execution_status" in (kw.get("metadata") or {}) and kw.get("items")
+        if final and self.service is not None:
+            await self.service.heartbeat_once()
+            self.beats += 1
+        return str(await self.inner.upsert(**kw))
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_heartbeat_during_the_runners_own_end_does_not_cut_it_off(
+    backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
+) -> None:
+    wrapper: HeartbeatDuringTheEnd | None = None
+
+    def wrap(inner: Any) -> Any:
+        nonlocal wrapper
+        wrapper = HeartbeatDuringTheEnd(inner)
+        return wrapper
+
+    async with running_builder(
+        database_url=backend[1], chat_address=chat.address, tmp=tmp_path, wrap_chat=wrap
+    ) as handle:
+        assert wrapper is not None
+        wrapper.service = handle.runtime.service
+        app = await new_app()
+        events = await collect(handle.stub.Build(build(app.id)))
+        assert wrapper.beats == 1
+        assert handle.runtime.service.running == []
+    assert events[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+    [message] = await assistant_messages(chat, app.id)
+    assert dict(message.metadata)["execution_status"] == "succeeded"

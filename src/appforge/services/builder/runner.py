@@ -158,6 +158,7 @@ class ExecutionRunner:
         self.emit = emit
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._ending = False  # this runner is ending the execution itself
 
     @property
     def execution_id(self) -> str:
@@ -172,7 +173,14 @@ class ExecutionRunner:
         return self._task
 
     def stop(self) -> None:
-        """The execution was ended elsewhere: stop working on it."""
+        """The execution was ended elsewhere: stop working on it.
+
+        A no-op once the runner is ending it itself: the row no longer says RUNNING then
+        (so a heartbeat takes it for ended elsewhere), and cancelling would cut off its
+        final notice or its `finished` event.
+        """
+        if self._ending:
+            return
         self._stopped = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -414,6 +422,7 @@ class ExecutionRunner:
         await self._end(ExecutionStatus.SUCCEEDED, "")
 
     async def _end(self, status: ExecutionStatus, reason: str) -> None:
+        self._ending = True
         now = self.clock.now_us()
         grace = round(self.config.notice_grace * 1_000_000)
         try:
