@@ -5,8 +5,10 @@ What is measured, in one run, with the same services, apps and watchers througho
 1. **builder** - `appforge serve builder` with the `openai` model pointed at a fake
    OpenAI-compatible endpoint that this script serves on loopback. The endpoint answers
    every turn at once with a short text and `--calls-per-turn` cheap tool calls
-   (`write_file` of a small file, `list_files`, `read_file`), and after `--turns` turns with
-   a text-only turn, so every build is `--turns` turns long. The endpoint is also the pacer:
+   (`write_file` of a small file, `list_files`, `read_file`), and ends each build with a
+   text-only turn. Builds are 2 to 2 x `--turns` - 2 turns long, `--turns` on average (the
+   length of build n is drawn from a generator seeded with n, so both phases get the same
+   lengths, and builds do not all end at once). The endpoint is also the pacer:
    it releases turns so that about `--rate` new flow items per second are produced (a turn
    with tools makes two new items, its text and its tool batch; the last turn makes one).
    `--builds` Build calls are in flight; a finished build is replaced at once. Every build
@@ -31,10 +33,13 @@ Printed for each phase: offered and achieved new items/s; for the builder the it
 Build streams carry per second (every `BuildEvent.item`, new items - distinct
 (execution_id, seq) - and tool-call state updates); stamp -> watcher latency p50/p90/p99/
 p99.9/max, also per item for the last watcher to get it; whether every watcher saw every
-item; the catch-up reads chat made; CPU per process (chat, builder, deployer, PostgreSQL,
-Redis, this bench, the watcher processes) and how busy the event-loop threads were. Then
-the builder/baseline ratios and the target: builder p99 <= 10 ms with the offered rate
-sustained (>= 95%) and no item missed by any watcher.
+item; how often chat's change events reached Redis out of cursor order (each such event
+sends every watcher of the app to the database to catch up); CPU per process (chat,
+builder, deployer, PostgreSQL, Redis, this bench, the watcher processes, and what else ran
+on the machine) and how busy the event-loop threads were; Build streams that never said
+`finished` although their execution had ended (given up on 5 s after its end, reported).
+Then the builder/baseline ratios and the target: builder p99 <= 10 ms with the offered
+rate sustained (>= 95%) and no item missed by any watcher.
 
 Everything shares the machine: on 2 cores the watchers' own CPU competes with the services,
 and the CPU table says how much. The bench creates its own database
@@ -61,6 +66,8 @@ import dataclasses
 import json
 import math
 import os
+import random
+import re
 import secrets
 import signal
 import subprocess
@@ -75,6 +82,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import redis.asyncio as aioredis
 from aiohttp import web
 from harness import (
     CALL_TIMEOUT_S,
@@ -82,20 +90,23 @@ from harness import (
     MIGRATE_TIMEOUT_S,
     BenchError,
     Child,
-    _proc_cpu_s,
+    PySpy,
     appforge_command,
     bench_database,
     free_port,
     log,
+    py_spy_command,
     run_and_report,
     run_command,
     running,
+    summarise_collapsed,
 )
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2
 from appforge.api.flow.v1 import flow_pb2
+from appforge.services.common import keys
 
 TARGET_P99_MS = 10.0
 RATE_SUSTAINED = 0.95  # the offered rate counts as sustained at this share or more
@@ -103,11 +114,13 @@ BIN_US = 10  # latency histogram resolution
 BUILD_TIMEOUT_S = 300.0
 READY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
+STUCK_AFTER_S = 5.0  # a Build stream not finished this long after its execution ended
 REPORT_TIMEOUT_S = 120.0
 QUIET_S = 1.0  # after a phase drained, before the next one starts
 PACER_CREDIT_S = 0.02  # how far behind schedule the pacer may catch up, at most
 LAG_TICK_S = 0.01  # the watcher processes' event-loop lag probe
 PROGRESS_S = 5.0
+OTHER_LOAD_WARNING = 0.2  # cores of other work on the machine worth a note in the report
 STREAMS_PER_CHANNEL = 25  # WatchApp streams per gRPC connection in a watcher process
 
 TOOL_CALL_TIMEOUT_US = 60_000_000  # the builder's default APPFORGE_TOOL_TIMEOUT
@@ -129,12 +142,6 @@ TERMINAL = [
     deployer_pb2.DEPLOYMENT_STATUS_TIMED_OUT,
     deployer_pb2.DEPLOYMENT_STATUS_CANCELLED,
 ]
-# Every catch-up WatchApp does is one `changed_after` read of chat_messages by (app, cursor).
-CATCH_UP_READS_SQL = """
-SELECT coalesce((SELECT idx_scan FROM pg_stat_user_indexes
-                 WHERE indexrelname = 'ix_chat_messages_app_cursor'), 0)
-     + coalesce((SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'chat_messages'), 0)
-"""
 
 
 def now_us() -> int:
@@ -164,10 +171,23 @@ class BenchConfig:
     watcher_procs: int
     admin_dsn: str
     redis_url: str
+    py_spy: Path | None
+    log_level: str
+    logs: Path | None
 
     @property
     def items_per_build(self) -> int:
+        """On average: two per turn with tools, one for the last turn."""
         return 2 * (self.turns - 1) + 1
+
+    @property
+    def max_turns(self) -> int:
+        return max(2, 2 * self.turns - 2)
+
+
+def build_turns(n: int, config: BenchConfig) -> int:
+    """How many turns build number `n` of a phase has: 2 to `max_turns`, `turns` on average."""
+    return random.Random(n).randint(2, config.max_turns)
 
 
 # --- latency histograms -------------------------------------------------------------------
@@ -384,7 +404,7 @@ def _reply(payload: dict[str, Any]) -> None:
 class WatcherPool:
     """The watcher processes, seen from the bench: started, ready, asked, stopped."""
 
-    def __init__(self, chat_address: str, apps: Sequence[str], procs: int, workdir: Path):
+    def __init__(self, chat_address: str, apps: Sequence[str], procs: int, workdir: Path) -> None:
         self.chat_address = chat_address
         self.apps = list(apps)
         self.procs = max(1, min(procs, len(apps)))
@@ -492,6 +512,9 @@ def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
+PROMPT_NUMBER = re.compile(rb"bench build (\d+):")
+
+
 def turn_text(turn: int) -> str:
     return f"Step {turn + 1}: I write src/part{turn + 1}.js, then look at the files."
 
@@ -539,12 +562,14 @@ class FakeModel:
     """An OpenAI-compatible streaming endpoint that answers at once, paced by `pacer`.
 
     The turn number is the number of assistant messages in the request (the builder sends
-    the whole conversation each turn); no JSON is parsed on this side.
+    the whole conversation each turn), the build's number is in its prompt; no JSON is
+    parsed on this side.
     """
 
-    def __init__(self, turns: int, calls: int) -> None:
-        self.turns = turns
-        self.replies = [turn_reply(turn, calls) for turn in range(turns - 1)]
+    def __init__(self, config: BenchConfig) -> None:
+        self.config = config
+        calls = config.calls_per_turn
+        self.replies = [turn_reply(turn, calls) for turn in range(config.max_turns - 1)]
         self.final = final_reply()
         self.pacer: Pacer | None = None
         self.stopping = False
@@ -555,7 +580,10 @@ class FakeModel:
         body = await request.read()
         self.requests += 1
         turn = body.count(b'"role": "assistant"')
-        final = self.stopping or turn >= self.turns - 1
+        found = PROMPT_NUMBER.search(body)
+        turns = build_turns(int(found.group(1)), self.config) if found else self.config.turns
+        # Turn 0 writes index.html: a build stopped early still has a file to deploy.
+        final = turn >= turns - 1 or (self.stopping and turn > 0)
         if self.pacer is not None:
             await self.pacer.wait(1 if final else 2)
         reply = self.final if final else self.replies[turn]
@@ -642,6 +670,7 @@ class Phase:
     pacer: Pacer
     stopping: bool = False
     counter: int = 0
+    running: dict[int, str] = field(default_factory=dict)  # worker -> its execution
 
     def next_build(self) -> tuple[int, str]:
         n = self.counter
@@ -652,7 +681,7 @@ class Phase:
 # --- the builder load ---------------------------------------------------------------------
 
 
-async def build_worker(stub: Any, phase: Phase) -> None:
+async def build_worker(stub: Any, phase: Phase, worker: int) -> None:
     """Build after Build, one at a time, until the phase stops."""
     tally = phase.tally
     while not phase.stopping:
@@ -667,7 +696,9 @@ async def build_worker(stub: Any, phase: Phase) -> None:
                     tally.build_item(app_id, event.item, now_us())
                 elif kind == "started":
                     tally.started += 1
+                    phase.running[worker] = event.started.execution_id
                 elif kind == "finished":
+                    phase.running.pop(worker, None)
                     status = builder_pb2.ExecutionStatus.Name(event.finished.status)
                     tally.statuses[status] += 1
                     if event.finished.error:
@@ -681,7 +712,13 @@ async def build_worker(stub: Any, phase: Phase) -> None:
 
 
 def _call(
-    call_id: str, name: str, status: int, *, arguments: str = "", result: str = "", deadline=0
+    call_id: str,
+    name: str,
+    status: int,
+    *,
+    arguments: str = "",
+    result: str = "",
+    deadline: int = 0,
 ) -> flow_pb2.ToolCall:
     call = flow_pb2.ToolCall(
         call_id=call_id,
@@ -750,8 +787,9 @@ class Emulator:
         )
         batches: list[flow_pb2.FlowItem] = []
         config = self.phase.config
-        for turn in range(config.turns):
-            if self.phase.stopping or turn == config.turns - 1:
+        turns = build_turns(n, config)
+        for turn in range(turns):
+            if turn == turns - 1 or (self.phase.stopping and turn > 0):
                 await self.phase.pacer.wait(1)
                 stamp = now_us()
                 await self.upsert(
@@ -822,19 +860,23 @@ class Emulator:
         return _tools(seq + 1, stamp + 1, ended)
 
 
-async def emulate_worker(emulator: Emulator, phase: Phase) -> None:
+async def emulate_worker(emulator: Emulator, phase: Phase, worker: int) -> None:
+    """Emulated build after emulated build, one at a time, until the phase stops."""
     while not phase.stopping:
         n, app_id = phase.next_build()
+        phase.tally.started += 1
         try:
             await emulator.build(n, app_id)
             phase.tally.statuses["EXECUTION_STATUS_SUCCEEDED"] += 1
         except grpc.aio.AioRpcError as exc:
+            phase.tally.statuses["EXECUTION_STATUS_FAILED"] += 1
             phase.tally.error(f"{exc.code().name}: {exc.details()}")
             await asyncio.sleep(0.1)
-        phase.tally.started += 1
 
 
 # --- CPU accounting -----------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -847,18 +889,53 @@ class CpuSample:
     wall_s: float
 
 
+def _stat_fields(path: Path) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a /proc stat file."""
+    try:
+        raw = path.read_text()
+    except OSError:
+        return None
+    return raw[raw.find("(") + 1 : raw.rfind(")")], raw[raw.rfind(")") + 2 :].split()
+
+
+def _cpu_s(fields: list[str], *, children: bool = False) -> float:
+    """utime + stime (and, with `children`, the CPU of the children it reaped)."""
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICKS
+
+
 def _pid_cpu_s(path: str) -> float:
-    found = _proc_cpu_s(Path(path))
-    return found[1] if found else 0.0
+    found = _stat_fields(Path(path))
+    return _cpu_s(found[1]) if found else 0.0
 
 
-def _by_name() -> dict[str, float]:
-    totals: Counter[str] = Counter()
+def _postgres_cpu_s(postmaster: int | None, database: str) -> float:
+    """The bench database's share of PostgreSQL: the postmaster, its auxiliary processes
+    (WAL writer, checkpointer...) and the backends connected to `database`; not the
+    backends of other databases (the server may be shared). A backend that exited during
+    the window is not counted. Without a postmaster pid: every `postgres` process."""
+    total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        found = _proc_cpu_s(stat)
-        if found is not None and found[0] in ("postgres", "redis-server"):
-            totals[found[0]] += found[1]
-    return dict(totals)
+        found = _stat_fields(stat)
+        if found is None:
+            continue
+        command, fields = found
+        pid = int(stat.parent.name)
+        if postmaster is None:
+            total += _cpu_s(fields) if command == "postgres" else 0.0
+        elif pid == postmaster:
+            total += _cpu_s(fields)
+        elif int(fields[1]) == postmaster:
+            try:
+                title = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            backend = "(" in title  # "postgres: user database host(port) state"
+            if not backend or f" {database} " in title:
+                total += _cpu_s(fields)
+    return total
 
 
 def _machine_ticks() -> list[int]:
@@ -869,8 +946,11 @@ def _machine_ticks() -> list[int]:
         return [0] * 8
 
 
-def cpu_sample(pids: dict[str, list[int]]) -> CpuSample:
-    """`pids`: process label -> its pids (the watchers are several)."""
+def cpu_sample(
+    pids: dict[str, list[int]], servers: dict[str, int | None], database: str
+) -> CpuSample:
+    """`pids`: label -> its pids (the watchers may be several processes); `servers`:
+    PostgreSQL's postmaster and Redis's pid, when known; `database`: the bench's."""
     processes = {
         label: sum(_pid_cpu_s(f"/proc/{pid}/stat") for pid in group)
         for label, group in pids.items()
@@ -879,30 +959,105 @@ def cpu_sample(pids: dict[str, list[int]]) -> CpuSample:
         label: sum(_pid_cpu_s(f"/proc/{pid}/task/{pid}/stat") for pid in group)
         for label, group in pids.items()
     }
-    names = _by_name()
-    processes["postgres"] = names.get("postgres", 0.0)
-    processes["redis"] = names.get("redis-server", 0.0)
+    processes["postgres"] = _postgres_cpu_s(servers.get("postgres"), database)
+    redis = servers.get("redis")
+    processes["redis"] = _pid_cpu_s(f"/proc/{redis}/stat") if redis else 0.0
     return CpuSample(
         processes=processes, threads=threads, machine=_machine_ticks(), wall_s=time.monotonic()
     )
 
 
 def cpu_usage(before: CpuSample, after: CpuSample) -> dict[str, Any]:
-    """Cores used per process, main-thread (event loop) busy share, machine shares."""
+    """Cores used per process, main-thread (event loop) busy share, the machine's shares;
+    `other`: the busy cores nobody listed accounts for (other work on the machine)."""
     wall = max(1e-6, after.wall_s - before.wall_s)
     user, nice, system, idle, iowait, irq, softirq, steal = (
         b - a for a, b in zip(before.machine, after.machine, strict=True)
     )
     total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
+    busy = (user + nice + system + irq + softirq) / total
+    cores = {k: (after.processes[k] - before.processes[k]) / wall for k in after.processes}
+    cores["other"] = max(0.0, busy * (os.cpu_count() or 1) - sum(cores.values()))
     return {
-        "cores": {k: (after.processes[k] - before.processes[k]) / wall for k in after.processes},
+        "cores": cores,
         "loop_busy": {k: (after.threads[k] - before.threads[k]) / wall for k in after.threads},
-        "machine": {
-            "busy": (user + nice + system + irq + softirq) / total,
-            "iowait": iowait / total,
-            "steal": steal / total,
-        },
+        "machine": {"busy": busy, "iowait": iowait / total, "steal": steal / total},
     }
+
+
+async def server_pids(conn: asyncpg.Connection, redis_url: str) -> dict[str, int | None]:
+    """The postmaster of the bench's PostgreSQL and the pid of its Redis, if they are
+    processes of this machine (not, say, in a container with its own pid namespace)."""
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    found = _stat_fields(Path(f"/proc/{backend}/stat"))
+    postmaster = int(found[1][1]) if found and found[0] == "postgres" else None
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        pid = int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+    found = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return {
+        "postgres": postmaster,
+        "redis": pid if found and found[0].startswith("redis-server") else None,
+    }
+
+
+# --- the change bus ----------------------------------------------------------------------
+
+
+class BusMonitor:
+    """Listens to the apps' change channels on Redis the way chat's WatchApp does.
+
+    WatchApp forwards a live event only when its cursor is exactly one past the last one
+    sent; on any other (a gap: a later change published before an earlier one) it reads
+    the app's changes from the database instead. Every watcher of the app does that read.
+    This counts the events that arrive with a gap and the stale ones behind them, and
+    estimates the catch-up reads (gaps x watchers of the app; exact when each catch-up
+    reaches just the cursor that revealed the gap).
+    """
+
+    def __init__(self, redis_url: str, watchers_per_app: Counter[str]) -> None:
+        self.redis_url = redis_url
+        self.watchers_per_app = watchers_per_app
+        self.channels = {keys.app_changes_channel(a): a for a in watchers_per_app}
+        self.last: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
+
+    def on_payload(self, app_id: str, payload: bytes) -> None:
+        cursor = chat_pb2.MessageEvent.FromString(payload).cursor
+        last = self.last.get(app_id)
+        self.counts["events"] += 1
+        if last is None or cursor == last + 1:
+            self.last[app_id] = cursor
+        elif cursor <= last:
+            self.counts["stale"] += 1
+        else:
+            self.counts["gaps"] += 1
+            self.counts["catch_ups"] += self.watchers_per_app[app_id]
+            self.last[app_id] = cursor
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[BusMonitor]:
+        client = aioredis.Redis.from_url(self.redis_url)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(*self.channels)
+
+        async def read() -> None:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    channel = message["channel"]
+                    name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                    self.on_payload(self.channels[name], message["data"])
+
+        reader = asyncio.create_task(read())
+        try:
+            yield self
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
 
 
 # --- one phase ----------------------------------------------------------------------------
@@ -918,6 +1073,12 @@ class Services:
     builder: Any
     conn: asyncpg.Connection
     fake: FakeModel
+    servers: dict[str, int | None]
+    database: str
+    bus: BusMonitor
+
+    def cpu(self) -> CpuSample:
+        return cpu_sample(self.pids(), self.servers, self.database)
 
     def pids(self) -> dict[str, list[int]]:
         out = {name: [c.pid] for name, c in self.children.items() if c.pid is not None}
@@ -934,14 +1095,15 @@ class Services:
 
 @dataclass(kw_only=True)
 class PhaseRun:
-    """A finished phase: its window, its tally, the CPU it used, chat's catch-up reads."""
+    """A finished phase: its window, its tally, the CPU it used, what the bus saw."""
 
     name: str
     window: Window
     tally: Tally
     cpu: dict[str, Any]
-    catch_up_reads: int
+    bus: dict[str, int]
     builds_started: int
+    stuck: list[str]
 
 
 async def _sleep_watching(services: Services, seconds: float, tally: Tally, name: str) -> None:
@@ -961,6 +1123,62 @@ async def _sleep_watching(services: Services, seconds: float, tally: Tally, name
             mark, mark_t = tally.new_total, now
 
 
+async def describe_execution(services: Services, execution_id: str) -> tuple[bool, str]:
+    """Whether the execution ended in the builder's store more than STUCK_AFTER_S ago, and
+    what the builder and chat say about it."""
+    try:
+        execution = await services.builder.GetExecution(
+            builder_pb2.GetExecutionRequest(execution_id=execution_id), timeout=10
+        )
+        message = await services.chat.GetMessageByExecution(
+            chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id), timeout=10
+        )
+    except grpc.aio.AioRpcError as exc:
+        return False, f"{execution_id}: {exc.code().name} {exc.details()}"
+    calls = Counter(flow_pb2.ToolStatus.Name(c.status) for c in execution.tool_calls)
+    ended_us = execution.finished_at.ToMicroseconds() if execution.HasField("finished_at") else 0
+    ended = ended_us > 0 and now_us() - ended_us > STUCK_AFTER_S * 1_000_000
+    age = f"{(now_us() - ended_us) / 1e6:.0f}s ago" if ended_us else "not ended"
+    return ended, (
+        f"{execution_id}: {builder_pb2.ExecutionStatus.Name(execution.status)} ({age}), "
+        f"last_seq {execution.last_seq}, calls {dict(calls)}, error {execution.error!r}; "
+        f"chat message {chat_pb2.MessageStatus.Name(message.status)} with "
+        f"{len(message.flow)} items"
+    )
+
+
+async def drain(name: str, services: Services, phase: Phase, workers: list[Any]) -> list[str]:
+    """Wait for the executions in flight to end; the Build streams given up on.
+
+    A Build stream whose execution ended in the builder's store more than STUCK_AFTER_S
+    ago without the stream saying `finished` will not say it any more: it is cancelled and
+    reported (what the service did), not counted as the bench failing. Anything else still
+    running DRAIN_TIMEOUT_S after the stop fails the bench.
+    """
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    stuck: list[str] = []
+    pending = set(workers)
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=STUCK_AFTER_S)
+        for task in done:
+            if not task.cancelled():
+                task.result()
+        for worker, execution_id in list(phase.running.items()):
+            ended, description = await describe_execution(services, execution_id)
+            if ended and workers[worker] in pending:
+                log(f"{name}: Build stream never finished: {description}")
+                stuck.append(description)
+                phase.running.pop(worker, None)
+                workers[worker].cancel()
+        if pending and time.monotonic() > deadline:
+            described = [(await describe_execution(services, e))[1] for e in phase.running.values()]
+            raise BenchError(
+                f"{name}: {len(pending)} executions did not end {DRAIN_TIMEOUT_S:.0f}s after "
+                "the phase:\n  " + "\n  ".join(described or ["(no execution id known)"])
+            )
+    return stuck
+
+
 async def _drain_deploys(conn: asyncpg.Connection) -> None:
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while await conn.fetchval(DEPLOYS_PENDING_SQL, TERMINAL):
@@ -969,12 +1187,39 @@ async def _drain_deploys(conn: asyncpg.Connection) -> None:
         await asyncio.sleep(0.1)
 
 
+async def measure_window(
+    name: str, services: Services, config: BenchConfig, tally: Tally
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The measured window: its CPU use and what the change bus carried (and, with
+    --py-spy, a profile of chat and of the builder during the builder's window)."""
+    spies = []
+    if config.py_spy is not None and name == "builder":
+        for label in ("chat", "builder"):
+            pid = services.children[label].pid
+            if pid is not None:
+                spies.append(PySpy(config.py_spy / f"{label}.txt", pid))
+                await spies[-1].start()
+    try:
+        bus_before = Counter(services.bus.counts)
+        before = services.cpu()
+        tally.window.start_us = now_us()
+        await _sleep_watching(services, config.duration, tally, name)
+        tally.window.end_us = now_us()
+        after = services.cpu()
+        bus = Counter(services.bus.counts)
+        bus.subtract(bus_before)
+    finally:
+        for spy in spies:
+            await spy.stop()
+    return cpu_usage(before, after), dict(bus)
+
+
 async def run_phase(
     name: str,
     services: Services,
     config: BenchConfig,
     apps: list[str],
-    worker: Callable[[Phase], Awaitable[None]],
+    worker: Callable[[Phase, int], Awaitable[None]],
 ) -> PhaseRun:
     """Warm up, measure `config.duration` seconds, then stop and drain."""
     window = Window()
@@ -983,24 +1228,14 @@ async def run_phase(
     services.fake.pacer = phase.pacer
     services.fake.stopping = False
     log(f"{name}: {config.builds} executions in flight, warming up for {config.warmup:g}s")
-    workers = [asyncio.create_task(worker(phase)) for _ in range(config.builds)]
+    workers = [asyncio.create_task(worker(phase, n)) for n in range(config.builds)]
     try:
         await _sleep_watching(services, config.warmup, tally, name)
-        reads_before = await services.conn.fetchval(CATCH_UP_READS_SQL)
-        before = cpu_sample(services.pids())
-        window.start_us = now_us()
-        await _sleep_watching(services, config.duration, tally, name)
-        window.end_us = now_us()
-        after = cpu_sample(services.pids())
-        reads_after = await services.conn.fetchval(CATCH_UP_READS_SQL)
+        cpu, bus = await measure_window(name, services, config, tally)
         started = tally.started
         phase.stopping = services.fake.stopping = True
         log(f"{name}: measured; letting the executions in flight end")
-        done, pending = await asyncio.wait(workers, timeout=DRAIN_TIMEOUT_S)
-        if pending:
-            raise BenchError(f"{name}: {len(pending)} executions still running after the phase")
-        for task in done:
-            task.result()
+        stuck = await drain(name, services, phase, workers)
     finally:
         for task in workers:
             task.cancel()
@@ -1012,9 +1247,10 @@ async def run_phase(
         name=name,
         window=window,
         tally=tally,
-        cpu=cpu_usage(before, after),
-        catch_up_reads=int(reads_after) - int(reads_before),
+        cpu=cpu,
+        bus=bus,
         builds_started=started,
+        stuck=stuck,
     )
 
 
@@ -1078,6 +1314,7 @@ def summarise(run: PhaseRun, watched: dict[str, Any], config: BenchConfig) -> di
         "build_updates_per_s": (tally.item_events - tally.new_events) / seconds,
         "upserts_per_s": tally.upserts / seconds,
         "executions_started": run.builds_started,
+        "stuck_build_streams": run.stuck,
         "statuses": dict(tally.statuses),
         "errors": dict(tally.errors),
         "first_error": tally.first_error,
@@ -1095,7 +1332,12 @@ def summarise(run: PhaseRun, watched: dict[str, Any], config: BenchConfig) -> di
             "first_error": watched["first_error"],
             "loop_lag": watched["lag"].summary(),
         },
-        "catch_up_reads": run.catch_up_reads,
+        "bus": {
+            "events_per_s": run.bus.get("events", 0) / seconds,
+            "gaps": run.bus.get("gaps", 0),
+            "stale": run.bus.get("stale", 0),
+            "catch_ups_estimated": run.bus.get("catch_ups", 0),
+        },
         "cpu": run.cpu,
     }
 
@@ -1112,7 +1354,11 @@ def report(config: BenchConfig, builder: dict[str, Any], baseline: dict[str, Any
     met = b["count"] > 0 and b["p99_ms"] <= TARGET_P99_MS and sustained and complete
     return {
         "config": {
-            **{k: v for k, v in dataclasses.asdict(config).items() if k != "admin_dsn"},
+            **{
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(config).items()
+                if k != "admin_dsn"
+            },
             "items_per_build": config.items_per_build,
             "cpus": os.cpu_count(),
         },
@@ -1148,15 +1394,15 @@ def _latency_row(label: str, s: dict[str, float]) -> str:
 
 
 def _cpu_rows(phases: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    labels = ["chat", "builder", "deployer", "postgres", "redis", "bench", "watchers"]
+    labels = ["chat", "builder", "deployer", "postgres", "redis", "bench", "watchers", "other"]
     lines = [
-        "CPU in the window, in cores (1.00 = one core busy)",
-        f"  {'':12}" + "".join(f"{k:>10}" for k in labels) + f"{'machine':>10}",
+        "CPU in the window, in cores (1.00 = one core busy; other: the rest of the machine)",
+        f"  {'':10}" + "".join(f"{k:>9}" for k in labels) + f"{'machine':>9}",
     ]
     for name, p in phases:
         cores = p["cpu"]["cores"]
-        row = "".join(f"{cores.get(k, 0.0):10.2f}" for k in labels)
-        lines.append(f"  {name:12}{row}{100 * p['cpu']['machine']['busy']:9.0f}%")
+        row = "".join(f"{cores.get(k, 0.0):9.2f}" for k in labels)
+        lines.append(f"  {name:10}{row}{100 * p['cpu']['machine']['busy']:8.0f}%")
     lines.append("  event-loop (main) thread busy:")
     for name, p in phases:
         busy = p["cpu"]["loop_busy"]
@@ -1174,7 +1420,8 @@ def render_table(result: dict[str, Any]) -> str:
         f"builder: {cfg['watchers']} WatchApp watchers on {cfg['apps']} app(s) in "
         f"{cfg['watcher_procs']} process(es), offered {cfg['rate']:,.0f} new flow items/s,",
         f"{cfg['builds']} executions in flight ({cfg['turns']} turns x {cfg['calls_per_turn']} "
-        f"tool calls, {cfg['items_per_build']} new items each), {cfg['duration']:g}s measured "
+        f"tool calls, {cfg['items_per_build']} new items per build on average), "
+        f"{cfg['duration']:g}s measured "
         f"per phase after {cfg['warmup']:g}s warm-up, {cfg['cpus']} CPUs",
         "",
         f"{'':14}{'offered':>9}{'achieved':>10}   items/s; Build streams: all / new / updates",
@@ -1208,17 +1455,27 @@ def render_table(result: dict[str, Any]) -> str:
         w = p["watchers"]
         lines.append(
             f"{name:10}watchers got {w['samples']:,}/{w['expected_samples']:,} (watcher, item) "
-            f"firsts, {w['missing']:,} missing; {w['events_per_s']:,.0f} events/s; "
-            f"{p['catch_up_reads']:,} catch-up reads; loop lag p99 "
-            f"{w['loop_lag']['p99_ms']:.1f} ms"
+            f"firsts, {w['missing']:,} missing; {w['events_per_s']:,.0f} events/s; their "
+            f"loop lag p99 {w['loop_lag']['p99_ms']:.1f} ms"
+        )
+        bus = p["bus"]
+        lines.append(
+            f"{'':10}bus: {bus['events_per_s']:,.0f} changes/s, {bus['gaps']:,} out of cursor "
+            f"order -> ~{bus['catch_ups_estimated']:,} catch-up reads by watchers"
         )
         status = ", ".join(
             f"{k.removeprefix('EXECUTION_STATUS_')} {v}" for k, v in p["statuses"].items()
         )
         lines.append(
-            f"{'':10}executions ended: {status or 'none'}; "
-            f"{p['executions_started']} started by the end of the window"
+            f"{'':10}executions ended in the phase: {status or 'none'}; "
+            f"{p['executions_started']} started from the warm-up to the end of the window"
         )
+        if p["stuck_build_streams"]:
+            lines.append(
+                f"{'':10}{len(p['stuck_build_streams'])} Build stream(s) never said finished "
+                "although the execution had ended in the builder's store:"
+            )
+            lines += [f"{'':12}{d}" for d in p["stuck_build_streams"][:3]]
         if p["errors"] or w["stream_errors"]:
             lines.append(
                 f"{'':10}errors {p['errors']} {p['first_error']!r}; watch stream errors "
@@ -1226,6 +1483,12 @@ def render_table(result: dict[str, Any]) -> str:
             )
     lines.append("")
     lines += _cpu_rows(phases)
+    shared = max(p["cpu"]["cores"]["other"] for _, p in phases)
+    if shared >= OTHER_LOAD_WARNING:
+        lines.append(
+            f"  NOTE: other work on this machine used up to {shared:.2f} cores during the "
+            "windows; the numbers are pessimistic and vary from run to run."
+        )
     t = result["target"]
     verdict = "PASS" if t["pass"] else "MISS"
     lines += [
@@ -1241,9 +1504,9 @@ def render_table(result: dict[str, Any]) -> str:
 # --- orchestration ------------------------------------------------------------------------
 
 
-def _serve(name: str, port: int, env: dict[str, str], workdir: Path, *extra: str) -> Child:
+def _serve(name: str, port: int, env: dict[str, str], logs: Path, *extra: str) -> Child:
     argv = [*appforge_command(), "serve", name, "--host", "127.0.0.1", "--port", str(port)]
-    return Child(name, [*argv, *extra], env, workdir / f"{name}.log")
+    return Child(name, [*argv, *extra], env, logs / f"{name}.log")
 
 
 async def create_apps(stub: Any, count: int) -> list[str]:
@@ -1272,12 +1535,13 @@ async def start_services(
         "DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
         "REDIS_URL": config.redis_url,
         "APPFORGE_DATA_DIR": str(workdir / "data"),
-        "APPFORGE_LOG_LEVEL": "WARNING",
+        "APPFORGE_LOG_LEVEL": config.log_level,
     }
+    logs = config.logs or workdir
     await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
     ports = {name: free_port() for name in ("chat", "builder", "deployer", "http")}
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    chat = _serve("chat", ports["chat"], env, workdir)
+    chat = _serve("chat", ports["chat"], env, logs)
     await stack.enter_async_context(running(chat, addresses["chat"]))
     deploy_env = {
         **env,
@@ -1286,10 +1550,10 @@ async def start_services(
         "APPFORGE_DEPLOY_PUBLIC_URL": f"http://{addresses['http']}",
     }
     deployer = _serve(
-        "deployer", ports["deployer"], deploy_env, workdir, "--http-port", str(ports["http"])
+        "deployer", ports["deployer"], deploy_env, logs, "--http-port", str(ports["http"])
     )
     await stack.enter_async_context(running(deployer, addresses["deployer"]))
-    fake = await stack.enter_async_context(FakeModel(config.turns, config.calls_per_turn).serving())
+    fake = await stack.enter_async_context(FakeModel(config).serving())
     builder_env = {
         **env,
         "APPFORGE_CHAT_ADDR": addresses["chat"],
@@ -1298,9 +1562,9 @@ async def start_services(
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "x",
         "APPFORGE_OPENAI_MODEL": "bench",
-        "APPFORGE_MAX_TURNS": str(config.turns + 5),
+        "APPFORGE_MAX_TURNS": str(config.max_turns + 5),
     }
-    builder = _serve("builder", ports["builder"], builder_env, workdir)
+    builder = _serve("builder", ports["builder"], builder_env, logs)
     await stack.enter_async_context(running(builder, addresses["builder"]))
     return {"chat": chat, "deployer": deployer, "builder": builder}, addresses, fake
 
@@ -1322,16 +1586,29 @@ async def run_bench(config: BenchConfig, workdir: Path) -> dict[str, Any]:
 
         apps = await create_apps(chat, config.apps)
         assignment = [apps[w % len(apps)] for w in range(config.watchers)]
-        pool = WatcherPool(addresses["chat"], assignment, config.watcher_procs, workdir)
+        pool = WatcherPool(
+            addresses["chat"], assignment, config.watcher_procs, config.logs or workdir
+        )
         stack.push_async_callback(pool.stop)
         await pool.start()
         log(f"{config.watchers} watchers on {len(apps)} app(s) ready (pids {pool.pids})")
+        bus = await stack.enter_async_context(
+            BusMonitor(config.redis_url, Counter(assignment)).listening()
+        )
         services = Services(
-            children=children, watchers=pool, chat=chat, builder=builder, conn=conn, fake=fake
+            children=children,
+            watchers=pool,
+            chat=chat,
+            builder=builder,
+            conn=conn,
+            fake=fake,
+            servers=await server_pids(conn, config.redis_url),
+            database=dsn.rpartition("/")[2],
+            bus=bus,
         )
 
         built = await run_phase(
-            "builder", services, config, apps, lambda phase: build_worker(builder, phase)
+            "builder", services, config, apps, lambda phase, n: build_worker(builder, phase, n)
         )
         emulator_token = secrets.token_hex(3)
         direct = await run_phase(
@@ -1339,7 +1616,7 @@ async def run_bench(config: BenchConfig, workdir: Path) -> dict[str, Any]:
             services,
             config,
             apps,
-            lambda phase: emulate_worker(Emulator(chat, phase, emulator_token), phase),
+            lambda phase, n: emulate_worker(Emulator(chat, phase, emulator_token), phase, n),
         )
         log("collecting the watchers' records")
         windows = [(run.name, run.window.start_us, run.window.end_us) for run in (built, direct)]
@@ -1362,7 +1639,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--watchers", type=int, default=100, help="WatchApp streams")
     parser.add_argument("--apps", type=int, default=10, help="apps (builds and watchers spread)")
     parser.add_argument("--builds", type=int, default=32, help="executions in flight")
-    parser.add_argument("--turns", type=int, default=10, help="model turns per build (>= 2)")
+    parser.add_argument(
+        "--turns", type=int, default=10, help="model turns per build, on average (>= 2)"
+    )
     parser.add_argument("--calls-per-turn", type=int, default=2, help="tool calls per turn")
     parser.add_argument("--watcher-procs", type=int, default=1, help="processes for the watchers")
     parser.add_argument(
@@ -1375,6 +1654,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     parser.add_argument("--check", action="store_true", help="exit 3 when the target is missed")
+    parser.add_argument("--log-level", default="WARNING", help="APPFORGE_LOG_LEVEL of the services")
+    parser.add_argument(
+        "--logs", type=Path, default=None, metavar="DIR", help="keep the services' logs in DIR"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="profile chat and the builder during the builder's window into DIR/chat.txt and "
+        "DIR/builder.txt (needs py-spy)",
+    )
     child = parser.add_argument_group("internal: a watcher process")
     child.add_argument("--watch-child", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--chat", default="", help=argparse.SUPPRESS)
@@ -1418,10 +1709,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher_procs=args.watcher_procs,
         admin_dsn=args.admin_dsn,
         redis_url=args.redis_url,
+        py_spy=args.py_spy,
+        log_level=args.log_level.upper(),
+        logs=args.logs,
     )
+    if config.logs is not None:
+        config.logs.mkdir(parents=True, exist_ok=True)
+    if config.py_spy is not None:
+        if py_spy_command() is None:
+            print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
+            return 2
+        config.py_spy.mkdir(parents=True, exist_ok=True)
     result = run_and_report(_main(config), as_json=args.json, render=render_table, py_spy=None)
     if isinstance(result, int):
         return result
+    for label in ("chat", "builder") if config.py_spy and not args.json else ():
+        profile = config.py_spy / f"{label}.txt"
+        if profile.exists():
+            print(f"\n{label}: {summarise_collapsed(profile)}")
     return 3 if args.check and not result["target"]["pass"] else 0
 
 
