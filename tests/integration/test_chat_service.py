@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -290,3 +291,42 @@ def _struct(**values: object) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(values)
     return out
+
+
+async def test_events_published_out_of_order_reach_watchers_in_order_without_a_db_read(
+    chat: ChatHandle, new_app: NewApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appforge.services.common import keys
+
+    app = await new_app()
+    store = chat.runtime.service.store
+    reads: list[int] = []
+    read = {0: asyncio.Event(), 3: asyncio.Event()}
+    real_changed_after = store.changed_after
+
+    async def counted(app_id: str, after: int, limit: int) -> Any:
+        if app_id == app.id:
+            reads.append(after)
+            if after in read:
+                read[after].set()
+        return await real_changed_after(app_id, after, limit)
+
+    monkeypatch.setattr(store, "changed_after", counted)
+
+    def event(cursor: int) -> bytes:
+        message = chat_pb2.ChatMessage(id=f"m{cursor}", app_id=app.id, execution_id=f"e{cursor}")
+        return chat_pb2.MessageEvent(cursor=cursor, message=message).SerializeToString()
+
+    channel = keys.app_changes_channel(app.id)
+    async with watching(chat.stub, app.id) as watcher:
+        # The first read is the replay; live events follow once it is done.
+        await asyncio.wait_for(read[0].wait(), 10)
+        for cursor in (3, 1, 2):  # committed 1, 2, 3; published 3 first
+            await chat.runtime.bus.publish(channel, event(cursor))
+        got = [(await watcher.next()).cursor for _ in range(3)]
+        assert got == [1, 2, 3]
+        assert reads == [0]  # no catch-up: the gap filled from the bus
+        await chat.runtime.bus.publish(channel, event(5))  # 4 never comes
+        await asyncio.wait_for(read[3].wait(), 10)  # 5 was held, then a database read
+        assert reads == [0, 3]
+        assert watcher.events.empty()  # the database has nothing after 3: 5 was not sent

@@ -65,7 +65,5 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def WatchApp(
         self, request: chat_pb2.WatchAppRequest, context: Context
     ) -> AsyncIterator[chat_pb2.MessageEvent]:
-        async for message in self.service.watch_app(request.app_id, request.after_cursor):
-            yield chat_pb2.MessageEvent(
-                cursor=message.cursor, message=convert.message_to_proto(message)
-            )
+        async for event in self.service.watch_app(request.app_id, request.after_cursor):
+            yield event

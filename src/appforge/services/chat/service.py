@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,11 @@ from appforge.services.common.settings import Settings
 log = get_logger(__name__)
 
 CATCH_UP_PAGE = 200
+# Writes to one app commit in cursor order but reach the bus in whatever order their
+# coroutines resume. A watcher holds early events this long (or this many) for the gap
+# to fill before it reads the database instead.
+REORDER_WAIT_S = 0.05
+REORDER_MAX = 64
 
 
 class ChatService:
@@ -108,12 +114,18 @@ class ChatService:
         page = page[:size]
         return page, _encode_page_token(app_id, page[-1])
 
-    async def watch_app(self, app_id: str, after_cursor: int) -> AsyncIterator[Message]:
+    async def watch_app(
+        self, app_id: str, after_cursor: int
+    ) -> AsyncIterator[chat_pb2.MessageEvent]:
         """Every message changed after `after_cursor` (latest state), then live changes.
 
         Cursors are dense per app and commit in order, so a live event whose cursor is
-        exactly one past the last one sent can be forwarded as is; anything else (a gap,
-        a resync marker, a quiet poll interval) triggers a catch-up from the database.
+        exactly one past the last one sent can be forwarded as is. Events that arrive
+        early are held until the gap fills (at most REORDER_WAIT_S); a gap that stays,
+        a resync marker or a quiet poll interval triggers a catch-up from the database.
+
+        Live events are relayed as the `MessageEvent` the writer published, parsed once
+        per process however many watchers there are: fan-out costs no conversion.
         """
         require_id(app_id, "app_id", self.limits)
         if after_cursor < 0:
@@ -124,28 +136,41 @@ class ChatService:
             async for replayed in self._catch_up(app_id, last):
                 last = replayed.cursor
                 yield replayed
+            early: dict[int, chat_pb2.MessageEvent] = {}
+            loop = asyncio.get_running_loop()
+            gap_deadline = 0.0
             while True:
                 payload = None
+                if early:
+                    wait = max(0.0, gap_deadline - loop.time())
+                else:
+                    wait = self.settings.watch_poll_interval
                 with contextlib.suppress(TimeoutError):
-                    payload = await asyncio.wait_for(
-                        subscription.get(), timeout=self.settings.watch_poll_interval
-                    )
-                message = _decode_event(payload) if payload is not None else None
-                if message is not None and message.cursor <= last:
-                    continue
-                if message is not None and message.cursor == last + 1:
-                    last = message.cursor
-                    yield message
-                    continue
+                    payload = await asyncio.wait_for(subscription.get(), timeout=wait)
+                event = _decode_event(payload) if payload is not None else None
+                if event is not None:
+                    if event.cursor > last:
+                        if not early:
+                            gap_deadline = loop.time() + REORDER_WAIT_S
+                        early[event.cursor] = event
+                    while last + 1 in early:
+                        event = early.pop(last + 1)
+                        last = event.cursor
+                        yield event
+                    if len(early) < REORDER_MAX:
+                        continue
+                # A gap that did not fill in time, a resync marker, a bad payload or a
+                # quiet poll interval: read what was missed from the database.
+                early.clear()
                 async for missed in self._catch_up(app_id, last):
                     last = missed.cursor
                     yield missed
 
-    async def _catch_up(self, app_id: str, after: int) -> AsyncIterator[Message]:
+    async def _catch_up(self, app_id: str, after: int) -> AsyncIterator[chat_pb2.MessageEvent]:
         while True:
             page = await self.store.changed_after(app_id, after, CATCH_UP_PAGE)
             for message in page:
-                yield message
+                yield _event(message)
             if len(page) < CATCH_UP_PAGE:
                 return
             after = page[-1].cursor
@@ -154,9 +179,7 @@ class ChatService:
         # The change is committed; a lost publish only delays watchers until their next
         # catch-up, so it must never fail the write.
         try:
-            payload = chat_pb2.MessageEvent(
-                cursor=message.cursor, message=convert.message_to_proto(message)
-            ).SerializeToString()
+            payload = _event(message).SerializeToString()
             await self.bus.publish(keys.app_changes_channel(message.app_id), payload)
         except Exception as exc:
             log.warning(
@@ -167,13 +190,23 @@ class ChatService:
             )
 
 
-def _decode_event(payload: bytes) -> Message | None:
+def _event(message: Message) -> chat_pb2.MessageEvent:
+    return chat_pb2.MessageEvent(cursor=message.cursor, message=convert.message_to_proto(message))
+
+
+# Every watcher of an app receives the same payload: parse it once. Watchers only read
+# the event (gRPC serialises it per stream), so sharing one object is safe.
+@functools.lru_cache(maxsize=64)
+def _decode_event(payload: bytes) -> chat_pb2.MessageEvent | None:
     try:
         event = chat_pb2.MessageEvent.FromString(payload)
-        return convert.message_from_proto(event.message)
     except Exception as exc:  # a foreign or corrupt payload: resync instead
         log.warning("bad_bus_payload", error=repr(exc))
         return None
+    if not event.HasField("message") or event.cursor < 1:
+        log.warning("bad_bus_payload", error="an event without a message or cursor")
+        return None
+    return event
 
 
 def _encode_page_token(app_id: str, last: Message) -> str:
