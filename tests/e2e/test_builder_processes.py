@@ -7,6 +7,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,27 @@ async def test_a_killed_builders_execution_is_failed_by_a_surviving_one(spawn: S
     assert execution.status == builder_pb2.EXECUTION_STATUS_FAILED
     assert execution.app_version_id == "" and execution.deployment_id == ""
     assert json.loads(calls[0].arguments_json)["path"] == "index.html"
+    # `appforge inspect` shows it ended, and finds nothing wrong: one message, nothing open.
+    inspected = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "appforge.cli",
+            "inspect",
+            started.execution_id,
+            "--chat",
+            chat.address,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    report = json.loads(inspected.stdout)
+    assert report["problems"] == []
+    [shown] = report["messages"]
+    assert (
+        shown["status"] == "MESSAGE_STATUS_FAILED" and "no heartbeat" in shown["metadata"]["error"]
+    )

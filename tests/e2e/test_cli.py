@@ -130,3 +130,19 @@ async def test_each_service_exports_prometheus_metrics(spawn) -> None:  # type: 
     assert create in text and missing in text
     assert "appforge_chat_assistant_messages_created_total 1.0" in text
     assert "appforge_chat_assistant_upserts_total 1.0" in text
+
+
+async def test_health_says_serving_or_why_not(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import functools
+
+    chat = await spawn("chat")
+    env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path)}
+    health = functools.partial(_appforge, env=env)
+    serving = await asyncio.to_thread(health, "health", chat.address)
+    assert serving.returncode == 0 and "SERVING" in serving.stdout
+    unknown = await asyncio.to_thread(health, "health", chat.address, "--service", "no.Service")
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+    down = await asyncio.to_thread(health, "health", f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+    assert "Traceback" not in serving.stderr + unknown.stderr + down.stderr
