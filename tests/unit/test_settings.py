@@ -153,3 +153,49 @@ def test_db_pool_size(raw: str | None, expected: int) -> None:
 def test_db_pool_size_must_be_a_positive_whole_number(raw: str) -> None:
     with pytest.raises(ConfigError, match="APPFORGE_DB_POOL_SIZE"):
         Settings.from_env({"APPFORGE_DB_POOL_SIZE": raw})
+
+
+def test_builder_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "APPFORGE_MODEL": "openai",
+            "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+            "APPFORGE_OPENAI_MODEL": "llama3",
+            "APPFORGE_TOOL_TIMEOUT": "2.5",
+            "APPFORGE_SWEEP_INTERVAL": "0.2",
+            "APPFORGE_EXECUTION_LEASE": "3",
+            "APPFORGE_MAX_TURNS": "7",
+            "APPFORGE_METRICS_PORT": "0",
+        }
+    )
+    builder = settings.builder
+    assert (builder.model, builder.openai_configured, builder.openai_model) == (
+        "openai",
+        True,
+        "llama3",
+    )
+    assert (builder.tool_timeout, builder.sweep_interval, builder.execution_lease) == (2.5, 0.2, 3)
+    assert builder.max_turns == 7 and settings.metrics_port == 0
+    assert settings.sandbox_root() == settings.data_dir / "sandboxes"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"APPFORGE_MODEL": "gpt"}, "APPFORGE_MODEL must be scripted or openai"),
+        ({"APPFORGE_MODEL": "openai"}, "needs OPENAI_BASE_URL and APPFORGE_OPENAI_MODEL"),
+        ({"APPFORGE_METRICS_PORT": "http"}, "APPFORGE_METRICS_PORT must be a port number"),
+        ({"APPFORGE_METRICS_PORT": "70000"}, "APPFORGE_METRICS_PORT must be a port number"),
+        ({"APPFORGE_TOOL_TIMEOUT": "0"}, "APPFORGE_TOOL_TIMEOUT must be a positive"),
+    ],
+)
+def test_bad_builder_settings_are_explained(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env(env)
+
+
+def test_a_derived_public_url_follows_the_http_port() -> None:
+    derived = Settings.from_env({}).deploy.serving_on(9000)
+    assert (derived.http_port, derived.public_url) == (9000, "http://127.0.0.1:9000")
+    explicit = Settings.from_env({"APPFORGE_DEPLOY_PUBLIC_URL": "https://apps.example.com"})
+    assert explicit.deploy.serving_on(9000).public_url == "https://apps.example.com"
