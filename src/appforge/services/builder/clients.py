@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from google.protobuf import struct_pb2
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.logging import get_logger
+from appforge.services.common.proto import struct
 from appforge.services.common.rpc import error_from_rpc
 
 log = get_logger(__name__)
@@ -110,12 +110,6 @@ async def call_with_retries(
             )
             await sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(dict(values))
-    return out
 
 
 class _Channel:

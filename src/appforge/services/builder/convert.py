@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from google.protobuf import timestamp_pb2
-
 from appforge.api.builder.v1 import builder_pb2
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.domain import clip_json
 from appforge.services.builder.store import StoredCall, StoredExecution, StoredVersion
 from appforge.services.common.flow import ToolStatus
-
-
-def timestamp(us: int) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromMicroseconds(us)
-    return out
+from appforge.services.common.proto import timestamp
 
 
 def text_item(execution_id: str, seq: int, stamp_us: int, text: str) -> flow_pb2.FlowItem:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format
 
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
@@ -24,18 +23,7 @@ from appforge.services.chat.validation import (
     json_safe,
 )
 from appforge.services.common.errors import InvalidArgument
-
-
-def timestamp(us: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
-
-
-def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(dict(values))
-    return out
+from appforge.services.common.proto import struct, timestamp
 
 
 def app_to_proto(app: App) -> chat_pb2.App:

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.common.proto import struct
 
 
 class GrpcChatNotifier:
@@ -27,8 +27,6 @@ class GrpcChatNotifier:
     async def notify(
         self, *, app_id: str, execution_id: str, failed: bool, metadata: Mapping[str, Any]
     ) -> None:
-        values = struct_pb2.Struct()
-        values.update(dict(metadata))
         await self._stub().UpsertAssistantMessage(
             chat_pb2.UpsertAssistantMessageRequest(
                 app_id=app_id,
@@ -38,7 +36,7 @@ class GrpcChatNotifier:
                     if failed
                     else chat_pb2.MESSAGE_STATUS_UNSPECIFIED
                 ),
-                metadata=values,
+                metadata=struct(metadata),
             ),
             timeout=self.timeout,
         )

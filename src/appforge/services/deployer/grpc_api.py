@@ -8,6 +8,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.services.common.errors import InvalidArgument
+from appforge.services.common.proto import timestamp
 from appforge.services.common.server import Context
 from appforge.services.deployer.domain import Deployment, Policy
 from appforge.services.deployer.service import DeployerService, PolicyOverrides
@@ -23,11 +24,7 @@ _TARGET_ENUMS = {v: k for k, v in _TARGET_NAMES.items() if v}
 
 
 def _ts(us: int | None) -> timestamp_pb2.Timestamp | None:
-    if us is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromMicroseconds(us)
-    return out
+    return None if us is None else timestamp(us)
 
 
 def _duration(seconds: float | None) -> duration_pb2.Duration | None:
