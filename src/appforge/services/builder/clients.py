@@ -9,7 +9,6 @@ outbox tries again later).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -22,6 +21,7 @@ from appforge.api.flow.v1 import flow_pb2
 from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct
+from appforge.services.common.retry import backoff_delay
 from appforge.services.common.rpc import error_from_rpc
 
 log = get_logger(__name__)
@@ -104,7 +104,9 @@ async def call_with_retries(
             error = error_from_rpc(exc, service)
             if not isinstance(error, Unavailable) or attempt == policy.attempts:
                 raise error from exc
-            delay = random.uniform(0, min(policy.max_backoff, policy.initial_backoff * 2**attempt))
+            delay = backoff_delay(
+                attempt, initial=policy.initial_backoff, maximum=policy.max_backoff
+            )
             log.warning(
                 "rpc_retry", service=service, what=what, attempt=attempt, error=error.message
             )

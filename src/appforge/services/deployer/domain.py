@@ -16,6 +16,7 @@ from typing import Any
 
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
 from appforge.services.common.paths import safe_relative_path
+from appforge.services.common.retry import backoff_delay as retry_delay
 
 US = 1_000_000
 
@@ -82,11 +83,13 @@ def backoff_delay(retry: int, policy: Policy, rng: random.Random) -> float:
     Exponential with full jitter: uniform in [0, min(max_backoff, initial * multiplier^(retry-1))],
     so retrying workers spread out instead of stampeding together.
     """
-    if retry < 1:
-        raise ValueError(f"retry numbers start at 1, got {retry}")
-    exponent = min(retry - 1, 64)  # beyond this the cap has long applied
-    cap = min(policy.max_backoff, policy.initial_backoff * policy.multiplier**exponent)
-    return rng.uniform(0.0, cap)
+    return retry_delay(
+        retry,
+        initial=policy.initial_backoff,
+        maximum=policy.max_backoff,
+        multiplier=policy.multiplier,
+        uniform=rng.uniform,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from appforge.services.builder.models.base import (
     Turn,
 )
 from appforge.services.common.logging import get_logger
+from appforge.services.common.retry import backoff_delay
 
 log = get_logger(__name__)
 
@@ -76,17 +77,6 @@ class OpenAIConfig:
     @property
     def completions_url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    initial: float,
-    maximum: float,
-    uniform: Callable[[float, float], float] = random.uniform,
-) -> float:
-    """The wait before retry number `attempt` (1-based): full jitter over a capped doubling."""
-    return uniform(0.0, min(maximum, initial * 2 ** (attempt - 1)))
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
