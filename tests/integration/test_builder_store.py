@@ -212,7 +212,7 @@ async def test_final_notices_are_claimed_until_acknowledged(
 
     async def claimed(now_us: int) -> list[str]:
         found = await builder_store.claim_notices(now_us, retry_after_us=1_000)
-        return [e.id for e in found if e.id == execution_id]
+        return [i for i in found if i == execution_id]
 
     assert await claimed(NOW + 50) == []  # not due: its finisher is delivering it
     assert await claimed(NOW + 100) == [execution_id]

@@ -82,6 +82,6 @@ class FinalNotices:
             self.clock.now_us(), retry_after_us=round(self.retry_after * 1_000_000), limit=limit
         )
         delivered = 0
-        for execution in due:
-            delivered += await self.deliver(execution.id)
+        for execution_id in due:
+            delivered += await self.deliver(execution_id)
         return delivered

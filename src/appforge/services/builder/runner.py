@@ -18,7 +18,6 @@ import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from appforge.api.builder.v1 import builder_pb2
@@ -85,8 +84,7 @@ class SandboxWorkspace:
         return await asyncio.to_thread(self.sandbox.snapshot)
 
     async def discard(self) -> None:
-        root: Path = self.sandbox.root
-        await asyncio.to_thread(shutil.rmtree, root, True)
+        await asyncio.to_thread(shutil.rmtree, self.sandbox.root, True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appforge.api.builder.v1 import builder_pb2
 from appforge.api.chat.v1 import chat_pb2
@@ -57,7 +57,7 @@ class BuildInput:
 @dataclass(kw_only=True)
 class _Run:
     runner: ExecutionRunner
-    queues: list[asyncio.Queue[BuildEvent]] = field(default_factory=list)
+    queue: asyncio.Queue[BuildEvent]  # the Build call's; it outlives a gone client
 
 
 class BuilderService:
@@ -177,7 +177,7 @@ class BuilderService:
                 )
             )
         )
-        self._runs[execution_id] = _Run(runner=runner, queues=[queue])
+        self._runs[execution_id] = _Run(runner=runner, queue=queue)
         runner.start()
         return queue
 
@@ -196,8 +196,7 @@ class BuilderService:
         run = self._runs.get(execution_id)
         if run is None:
             return
-        for queue in run.queues:
-            queue.put_nowait(event)
+        run.queue.put_nowait(event)
         if event.HasField("finished"):
             del self._runs[execution_id]
 

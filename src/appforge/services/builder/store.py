@@ -277,9 +277,9 @@ class ExecutionStore:
 
     async def claim_notices(
         self, now_us: int, *, retry_after_us: int, limit: int = 50
-    ) -> list[StoredExecution]:
-        """Ended executions whose final notice is due and unacknowledged, claimed for
-        `retry_after_us` so that one replica delivers each at a time."""
+    ) -> list[str]:
+        """Ids of ended executions whose final notice is due and unacknowledged, claimed
+        for `retry_after_us` so that one replica delivers each at a time."""
         pick = (
             sa.select(executions.c.id)
             .where(
@@ -300,7 +300,7 @@ class ExecutionStore:
                     .where(executions.c.id.in_(ids))
                     .values(notice_due_us=now_us + retry_after_us)
                 )
-        return [await self.get(i) for i in ids]
+        return ids
 
     async def mark_notified(self, execution_id: str, now_us: int) -> None:
         """Chat acknowledged the execution's final notice."""

@@ -9,7 +9,6 @@ of replicas sweeping at once: rows are claimed with SKIP LOCKED and only move fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,7 +57,6 @@ class Sweeper:
         self.interval = interval
         self.lease = lease
         self.ended = ended
-        self.wake = asyncio.Event()
 
     async def sweep_once(self) -> SweepReport:
         now = self.clock.now_us()
@@ -98,6 +96,4 @@ class Sweeper:
                 await self.sweep_once()
             except Exception:  # a database blip: sweep again next time
                 log.exception("sweep_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
-            self.wake.clear()
+            await asyncio.sleep(self.interval)
