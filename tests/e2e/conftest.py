@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -157,3 +159,39 @@ async def spawn(
     yield spawn_one
     for handle in started:
         handle.terminate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cli:
+    """What one `appforge` command did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def event(self, kind: str) -> dict[str, Any]:
+        return next(e for e in self.events() if e["event"] == kind)
+
+
+async def appforge(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> Cli:
+    """Run `appforge ARGS` as its own process, bounded by `timeout`."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appforge.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Cli(code=process.returncode, stdout=out.decode(), stderr=err.decode())

@@ -7,7 +7,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
 from tests.app_checks import IN_CI, parse_html, run_node
-from tests.e2e.conftest import ServiceProcess, free_port
+from tests.e2e.conftest import ServiceProcess, appforge, free_port
 from tests.helpers import watching
 from tests.openai_endpoint import (
     INDEX_ARGS,
@@ -201,23 +200,8 @@ async def test_a_killed_builders_execution_is_failed_by_a_surviving_one(spawn: S
     assert execution.app_version_id == "" and execution.deployment_id == ""
     assert json.loads(calls[0].arguments_json)["path"] == "index.html"
     # `appforge inspect` shows it ended, and finds nothing wrong: one message, nothing open.
-    inspected = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "appforge.cli",
-            "inspect",
-            started.execution_id,
-            "--chat",
-            chat.address,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    inspected = await appforge("inspect", started.execution_id, "--chat", chat.address, "--json")
+    assert inspected.code == 0, inspected.stdout + inspected.stderr
     report = json.loads(inspected.stdout)
     assert report["problems"] == []
     [shown] = report["messages"]

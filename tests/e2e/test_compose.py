@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from tests.app_checks import parse_html
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import appforge, free_port
 from tests.helpers import watching
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,10 +258,7 @@ async def _build_a_calculator(stack: Stack) -> str:
 
     Afterwards the execution's one message must say deployed, at that URL.
     """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appforge.cli",
+    result = await appforge(
         "build",
         "build a calculator",
         "--app",
@@ -274,14 +270,12 @@ async def _build_a_calculator(stack: Stack) -> str:
         "--deployer",
         stack.address("deployer"),
         "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=180,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 180)
-    assert process.returncode == 0, (out + err).decode()
-    events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-    result = events[-1]
-    assert result["event"] == "result" and result["status"] == "deployed", result
+    assert result.code == 0, result.stdout + result.stderr
+    events = result.events()
+    outcome = events[-1]
+    assert outcome["event"] == "result" and outcome["status"] == "deployed", outcome
     execution_id = next(e["executionId"] for e in events if e["event"] == "started")
     async with grpc.aio.insecure_channel(stack.address("chat")) as channel:
         message = await chat_pb2_grpc.ChatServiceStub(channel).GetMessageByExecution(
@@ -298,8 +292,8 @@ async def _build_a_calculator(stack: Stack) -> str:
         ):
             event = await watcher.until(lambda e: _deployed(execution_id, e), timeout=60)
             message = event.message
-    assert message.metadata["url"] == result["url"]
-    return str(result["url"])
+    assert message.metadata["url"] == outcome["url"]
+    return str(outcome["url"])
 
 
 @pytest.mark.timeout(900)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,48 +27,12 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.services.common import db
 from tests.app_checks import parse_html, run_node
 from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, marker_probe
-from tests.e2e.conftest import ServiceProcess, free_port, wait_serving
+from tests.e2e.conftest import Cli, ServiceProcess, appforge, free_port, wait_serving
 from tests.helpers import watching
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 Spawn = Any
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cli:
-    """What one `appforge` command did."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-    def event(self, kind: str) -> dict[str, Any]:
-        return next(e for e in self.events() if e["event"] == kind)
-
-
-async def appforge(*args: str, env: Mapping[str, str] | None = None, timeout: float = 90) -> Cli:
-    """Run `appforge ARGS` as its own process, bounded by `timeout`."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appforge.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Cli(code=process.returncode, stdout=out.decode(), stderr=err.decode())
 
 
 @dataclass(kw_only=True)

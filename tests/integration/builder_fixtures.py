@@ -190,3 +190,16 @@ async def collect(stream: Any, timeout: float = 20.0) -> list[builder_pb2.BuildE
             events.append(event)
     assert events and events[-1].HasField("finished"), events
     return events
+
+
+async def start_gated(
+    handle: BuilderHandle, app_id: str, prompt: str = "build a calculator"
+) -> tuple[Any, builder_pb2.BuildStarted, GatedWorkspace]:
+    """Start a Build on a gated builder and wait until all its gated calls are waiting:
+    (the Build call, its `started`, the execution's workspace)."""
+    stream = handle.stub.Build(builder_pb2.BuildRequest(app_id=app_id, prompt=prompt))
+    started = (await stream.read()).started
+    workspace = handle.workspaces[started.execution_id]
+    assert isinstance(workspace, GatedWorkspace)
+    await asyncio.wait_for(workspace.arrived.wait(), 10)
+    return stream, started, workspace

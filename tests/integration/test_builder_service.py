@@ -21,10 +21,10 @@ from appforge.services.builder.models.scripted import ScriptedModel
 from appforge.services.common.clock import FrozenClock
 from tests.integration.builder_fixtures import (
     BuilderHandle,
-    GatedWorkspace,
     OneBatchModel,
     collect,
     running_builder,
+    start_gated,
 )
 from tests.integration.conftest import ChatHandle, NewApp
 
@@ -175,11 +175,7 @@ async def test_tools_finishing_out_of_order_all_land_on_the_one_message(
         gate=len(files),
     ) as handle:
         app = await new_app()
-        stream = handle.stub.Build(build(app.id))
-        started = await stream.read()
-        workspace = handle.workspaces[started.started.execution_id]
-        assert isinstance(workspace, GatedWorkspace)
-        await asyncio.wait_for(workspace.arrived.wait(), 10)
+        stream, _, workspace = await start_gated(handle, app.id)
         order = sorted(files)
         random.Random(7).shuffle(order)
         assert order != sorted(order)
@@ -246,11 +242,7 @@ async def test_the_sweeper_times_out_a_call_its_runner_left_hanging(
         tool_timeout=3600,  # the runner's own timer would wait an hour
     ) as handle:
         app = await new_app()
-        stream = handle.stub.Build(build(app.id))
-        started = (await stream.read()).started
-        workspace = handle.workspaces[started.execution_id]
-        assert isinstance(workspace, GatedWorkspace)
-        await asyncio.wait_for(workspace.arrived.wait(), 10)
+        stream, started, _ = await start_gated(handle, app.id)
         clock.advance(3600 * 1_000_000 + 1)  # past the stored deadline
         report = await handle.runtime.sweeper.sweep_once()  # one sweep
         assert started.execution_id in report.timed_out
@@ -286,11 +278,7 @@ async def test_executions_of_a_dead_builder_are_failed_by_a_surviving_one(
         ) as survivor,
     ):
         app = await new_app()
-        stream = doomed.stub.Build(build(app.id))
-        started = (await stream.read()).started
-        workspace = doomed.workspaces[started.execution_id]
-        assert isinstance(workspace, GatedWorkspace)
-        await asyncio.wait_for(workspace.arrived.wait(), 10)
+        stream, started, workspace = await start_gated(doomed, app.id)
         stream.cancel()
         clock.advance(10 * 1_000_000)
         assert started.execution_id not in (await survivor.runtime.sweeper.sweep_once()).abandoned
@@ -329,11 +317,7 @@ async def test_cancel_ends_running_tools_and_fails_the_message(
         gate=2,
     ) as handle:
         app = await new_app()
-        stream = handle.stub.Build(build(app.id))
-        started = (await stream.read()).started
-        workspace = handle.workspaces[started.execution_id]
-        assert isinstance(workspace, GatedWorkspace)
-        await asyncio.wait_for(workspace.arrived.wait(), 10)
+        stream, started, _ = await start_gated(handle, app.id)
         cancelled = await handle.stub.CancelExecution(
             builder_pb2.CancelExecutionRequest(
                 execution_id=started.execution_id, reason="changed my mind"
@@ -553,8 +537,27 @@ async def test_cancelling_a_succeeded_execution_is_a_failed_precondition(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_the_scripted_model_is_the_default() -> None:
-    assert ScriptedModel.name == "scripted"
+class OpenAIStandIn(OneBatchModel):
+    name = "openai"
+
+
+async def test_a_build_naming_no_model_gets_the_builders_default(
+    backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
+) -> None:
+    async with running_builder(
+        database_url=backend[1],
+        chat_address=chat.address,
+        tmp=tmp_path,
+        models={"scripted": ScriptedModel(), "openai": OpenAIStandIn({"a.html": "<p>a</p>"})},
+        model="openai",
+    ) as handle:
+        app = await new_app()
+        events = await collect(handle.stub.Build(build(app.id)))
+        execution = await handle.stub.GetExecution(
+            builder_pb2.GetExecutionRequest(execution_id=events[0].started.execution_id)
+        )
+    assert execution.model == "openai"
+    assert events[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
 
 
 async def test_the_openai_provider_builds_the_calculator_over_loopback_http(
