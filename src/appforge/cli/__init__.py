@@ -9,10 +9,8 @@ import re
 import sys
 from collections.abc import Sequence
 
-from appforge.services.common import db, migrate
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
-from appforge.services.common.metrics import serve_metrics
 from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
 
 SERVICES = ("chat", "builder", "deployer")
@@ -128,78 +126,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _migrate(settings: Settings) -> None:
-    engine = db.create_engine(settings.resolved_database_url())
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-async def _serve_chat(settings: Settings, host: str, port: int, apply_migrations: bool) -> None:
-    from appforge.services.chat.bootstrap import build_chat
-    from appforge.services.common.server import run_until_signalled
-
-    runtime = build_chat(settings, host=host, port=port)
-    if apply_migrations:
-        await migrate.upgrade(runtime.engine)
-    else:
-        await migrate.require_current(runtime.engine, ("chat",))
-
-    def _ready() -> None:
-        print(f"appforge chat serving on {runtime.server.address}", file=sys.stderr, flush=True)
-
-    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
-
-
-async def _serve_deployer(
-    settings: Settings, host: str, port: int, http_port: int, apply_migrations: bool
-) -> None:
-    from appforge.services.common.server import run_until_signalled
-    from appforge.services.deployer.bootstrap import build_deployer
-
-    runtime = build_deployer(settings, host=host, port=port, http_port=http_port)
-    if apply_migrations:
-        await migrate.upgrade(runtime.engine)
-    else:
-        await migrate.require_current(runtime.engine, ("deployer",))
-    await runtime.start_background()
-    http = runtime.http
-
-    def _ready() -> None:
-        apps = f", apps on http://{host}:{http.port}/apps/" if http is not None else ""
-        print(
-            f"appforge deployer serving on {runtime.server.address}{apps}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
-
-
-async def _serve_builder(settings: Settings, host: str, port: int, apply_migrations: bool) -> None:
-    from appforge.services.builder.bootstrap import build_builder
-    from appforge.services.common.server import run_until_signalled
-
-    runtime = build_builder(settings, host=host, port=port)
-    if apply_migrations:
-        await migrate.upgrade(runtime.engine)
-    else:
-        await migrate.require_current(runtime.engine, ("builder",))
-    await runtime.start_background()
-    models = ", ".join(runtime.service.models)
-
-    def _ready() -> None:
-        print(
-            f"appforge builder serving on {runtime.server.address} "
-            f"(models: {models}; chat {settings.chat_addr}, deployer {settings.deployer_addr})",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    await run_until_signalled([runtime.server], runtime.close, ready=_ready)
-
-
 def _first(*values: int | None) -> int:
     return next(v for v in values if v is not None)
 
@@ -244,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         configure_logging(settings.log_level, settings.log_format)
         if args.command in ("up", "serve"):
+            from appforge.services.common.metrics import serve_metrics
+
             name = "up" if args.command == "up" else args.service
             metrics_port = _first(
                 args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]
@@ -262,10 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(up(settings, ports))
             return 0
         if args.command == "migrate":
-            asyncio.run(_migrate(settings))
+            from appforge.cli.serve import migrate_database
+
+            asyncio.run(migrate_database(settings))
             print(f"migrated {settings.resolved_database_url().split('@')[-1]}")
             return 0
         if args.command == "serve":
+            from appforge.cli.serve import serve_builder, serve_chat, serve_deployer
+
             host = args.host or settings.host
             port = args.port if args.port is not None else DEFAULT_PORTS[args.service]
             embedded = not settings.database_url
@@ -277,12 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     settings, deploy=settings.deploy.serving_on(http_port)
                 )
                 asyncio.run(
-                    _serve_deployer(settings, host, port, http_port, args.migrate or embedded)
+                    serve_deployer(settings, host, port, http_port, args.migrate or embedded)
                 )
             elif args.service == "builder":
-                asyncio.run(_serve_builder(settings, host, port, args.migrate or embedded))
+                asyncio.run(serve_builder(settings, host, port, args.migrate or embedded))
             else:
-                asyncio.run(_serve_chat(settings, host, port, args.migrate or embedded))
+                asyncio.run(serve_chat(settings, host, port, args.migrate or embedded))
             return 0
     except AppforgeError as exc:
         print(f"appforge: {exc}", file=sys.stderr)
