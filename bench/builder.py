@@ -69,10 +69,8 @@ import os
 import random
 import re
 import secrets
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -94,7 +92,9 @@ from harness import (
     appforge_command,
     bench_database,
     free_port,
+    in_workdir,
     log,
+    machine_ticks,
     py_spy_command,
     run_and_report,
     run_command,
@@ -938,14 +938,6 @@ def _postgres_cpu_s(postmaster: int | None, database: str) -> float:
     return total
 
 
-def _machine_ticks() -> list[int]:
-    try:
-        with open("/proc/stat") as stat:
-            return [int(v) for v in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return [0] * 8
-
-
 def cpu_sample(
     pids: dict[str, list[int]], servers: dict[str, int | None], database: str
 ) -> CpuSample:
@@ -963,7 +955,7 @@ def cpu_sample(
     redis = servers.get("redis")
     processes["redis"] = _pid_cpu_s(f"/proc/{redis}/stat") if redis else 0.0
     return CpuSample(
-        processes=processes, threads=threads, machine=_machine_ticks(), wall_s=time.monotonic()
+        processes=processes, threads=threads, machine=machine_ticks(), wall_s=time.monotonic()
     )
 
 
@@ -1674,15 +1666,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(config: BenchConfig) -> dict[str, Any]:
-    # SIGTERM takes the same way out as Ctrl-C: cancel, so every `finally` runs.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with tempfile.TemporaryDirectory(prefix="builder-bench-") as workdir:
-        return await run_bench(config, Path(workdir))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.watch_child:
@@ -1720,7 +1703,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
             return 2
         config.py_spy.mkdir(parents=True, exist_ok=True)
-    result = run_and_report(_main(config), as_json=args.json, render=render_table, py_spy=None)
+    result = run_and_report(
+        in_workdir("builder-bench-", lambda workdir: run_bench(config, workdir)),
+        as_json=args.json,
+        render=render_table,
+        py_spy=None,
+    )
     if isinstance(result, int):
         return result
     for label in ("chat", "builder") if config.py_spy and not args.json else ():

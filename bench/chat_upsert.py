@@ -44,13 +44,11 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import os
 import random
 import secrets
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,7 +70,9 @@ from harness import (
     appforge_command,
     bench_database,
     free_port,
+    in_workdir,
     log,
+    percentile,
     py_spy_command,
     run_and_report,
     run_command,
@@ -166,14 +166,6 @@ class Measurement:
     server_cpu_ms_per_call: float | None
     postgres_cpu_ms_per_call: float | None
     client_cpu_ms_per_call: float
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def measure(name: str, load: LoadResult, before: CpuSample, after: CpuSample) -> Measurement:
@@ -654,15 +646,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(config: BenchConfig) -> dict[str, Any]:
-    # SIGTERM takes the same way out as Ctrl-C: cancel, so every `finally` runs.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with tempfile.TemporaryDirectory(prefix="chat-bench-") as workdir:
-        return await run_bench(config, Path(workdir))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.ceiling_server:
@@ -687,7 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy=args.py_spy,
     )
     result = run_and_report(
-        _main(config), as_json=args.json, render=render_table, py_spy=config.py_spy
+        in_workdir("chat-bench-", lambda workdir: run_bench(config, workdir)),
+        as_json=args.json,
+        render=render_table,
+        py_spy=config.py_spy,
     )
     if isinstance(result, int):
         return result

@@ -61,9 +61,7 @@ import contextlib
 import dataclasses
 import math
 import os
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -86,7 +84,10 @@ from harness import (
     appforge_command,
     bench_database,
     free_port,
+    in_workdir,
     log,
+    machine_ticks,
+    percentile,
     py_spy_command,
     run_and_report,
     run_command,
@@ -206,14 +207,6 @@ class Stat:
             max_ms=ordered[-1] if ordered else 0.0,
             mean_ms=sum(ordered) / len(ordered) if ordered else 0.0,
         )
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return float(sorted_values[rank - 1])
 
 
 def _between(samples: Sequence[Sample], start: str, end: str) -> Stat:
@@ -446,15 +439,6 @@ def _stat_cpu_s(path: str) -> float:
     return found[1] if found else 0.0
 
 
-def _machine_ticks() -> list[int]:
-    """user, nice, system, idle, iowait, irq, softirq, steal: from the first /proc/stat line."""
-    try:
-        with open("/proc/stat") as stat:
-            return [int(v) for v in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return [0] * 8
-
-
 async def cpu_sample(pids: dict[str, int | None], conn: asyncpg.Connection) -> CpuSample:
     """CPU used so far. PostgreSQL: only the backends serving the bench database (the
     server may be shared); a backend that exits before the second sample is not counted."""
@@ -472,7 +456,7 @@ async def cpu_sample(pids: dict[str, int | None], conn: asyncpg.Connection) -> C
         loops=loops,
         backends={pid: _stat_cpu_s(f"/proc/{pid}/stat") for pid in backends},
         redis=redis,
-        machine=_machine_ticks(),
+        machine=machine_ticks(),
         wall_s=time.perf_counter(),
     )
 
@@ -854,18 +838,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(config: BenchConfig) -> dict[str, Any]:
-    # SIGTERM takes the same way out as Ctrl-C: cancel, so every `finally` runs.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    if config.workdir is not None:
-        config.workdir.mkdir(parents=True, exist_ok=True)
-        return await run_bench(config, config.workdir)
-    with tempfile.TemporaryDirectory(prefix="cycle-bench-") as workdir:
-        return await run_bench(config, Path(workdir))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.builds, args.concurrency, args.workers) < 1 or args.warmup < 0:
@@ -893,7 +865,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=args.workdir,
     )
     result = run_and_report(
-        _main(config), as_json=args.json, render=render_table, py_spy=config.py_spy
+        in_workdir("cycle-bench-", lambda workdir: run_bench(config, workdir), keep=config.workdir),
+        as_json=args.json,
+        render=render_table,
+        py_spy=config.py_spy,
     )
     if isinstance(result, int):
         return result

@@ -61,13 +61,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import math
 import os
 import random
 import secrets
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -88,7 +85,10 @@ from harness import (
     appforge_command,
     bench_database,
     free_port,
+    in_workdir,
     log,
+    machine_ticks,
+    percentile,
     py_spy_command,
     run_and_report,
     run_command,
@@ -223,14 +223,6 @@ class PhaseResult:
     loop_busy: list[float]
     machine_cpu: dict[str, float]
     checks: Checks
-
-
-def percentile(sorted_values: Sequence[int], fraction: float) -> float:
-    """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return float(sorted_values[rank - 1])
 
 
 # --- the artifact and the load ------------------------------------------------------------
@@ -382,15 +374,6 @@ def _loop_cpu_s(pid: int | None) -> float:
     return found[1] if found else 0.0
 
 
-def _machine_ticks() -> list[int]:
-    """user, nice, system, idle, iowait, irq, softirq, steal: from the first /proc/stat line."""
-    try:
-        with open("/proc/stat") as stat:
-            return [int(v) for v in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return [0] * 8
-
-
 def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> CpuSample:
     """CPU used so far; PostgreSQL is the sum over every process named `postgres`."""
     postgres = 0.0
@@ -404,7 +387,7 @@ def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> Cpu
         chat_s=_pid_cpu_s(chat_pid),
         postgres_s=postgres,
         client_s=time.process_time(),
-        machine=_machine_ticks(),
+        machine=machine_ticks(),
         wall_s=time.perf_counter(),
     )
 
@@ -841,15 +824,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _main(config: BenchConfig) -> dict[str, Any]:
-    # SIGTERM takes the same way out as Ctrl-C: cancel, so every `finally` runs.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with tempfile.TemporaryDirectory(prefix="deployer-bench-") as workdir:
-        return await run_bench(config, Path(workdir))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.deployments, args.workers, args.concurrency) < 1 or args.files < 2:
@@ -870,7 +844,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy=args.py_spy,
     )
     result = run_and_report(
-        _main(config), as_json=args.json, render=render_table, py_spy=config.py_spy
+        in_workdir("deployer-bench-", lambda workdir: run_bench(config, workdir)),
+        as_json=args.json,
+        render=render_table,
+        py_spy=config.py_spy,
     )
     if isinstance(result, int):
         return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -15,8 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +320,35 @@ def run_and_report(
         print()
         print(summarise_collapsed(py_spy))
     return result
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def machine_ticks() -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal: from the first /proc/stat line."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return [0] * 8
+
+
+async def in_workdir(
+    prefix: str, run: Callable[[Path], Awaitable[dict[str, Any]]], keep: Path | None = None
+) -> dict[str, Any]:
+    """`run(workdir)` in a temporary directory (or `keep`, left in place), with SIGTERM
+    taking the same way out as Ctrl-C: cancel, so every `finally` runs."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return await run(keep)
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        return await run(Path(workdir))
