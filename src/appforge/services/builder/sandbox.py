@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appforge.services.builder.models.base import (
+    DELETE_FILE,
+    LIST_FILES,
+    READ_FILE,
+    TOOL_NAMES,
+    WRITE_FILE,
+)
 from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.paths import safe_relative_path
-
-TOOL_NAMES = ("write_file", "read_file", "delete_file", "list_files")
 
 
 class ToolError(Exception):
@@ -48,15 +53,15 @@ class Sandbox:
 
     def run(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Run one tool call; its result as JSON-able data, or ToolError."""
-        if name == "write_file":
+        if name == WRITE_FILE:
             return self.write_file(_text(arguments, "path"), _text(arguments, "content"))
-        if name == "read_file":
+        if name == READ_FILE:
             return self.read_file(_text(arguments, "path"))
-        if name == "delete_file":
+        if name == DELETE_FILE:
             return self.delete_file(_text(arguments, "path"))
-        if name == "list_files":
+        if name == LIST_FILES:
             return self.list_files()
-        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_NAMES)}")
+        raise ToolError(f"unknown tool {name!r}; the tools are {', '.join(sorted(TOOL_NAMES))}")
 
     def write_file(self, path: str, content: str) -> dict[str, Any]:
         relative = self._relative(path)

@@ -66,65 +66,40 @@ class Model(Protocol):
     async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn: ...
 
 
-def _path_property(description: str) -> dict[str, Any]:
-    return {"type": "string", "description": description, "minLength": 1}
+_PATH: Final = {
+    "type": "string",
+    "description": "Path relative to the app's root, with '/' as separator, e.g. 'index.html' "
+    "or 'js/app.js'. Absolute paths and '..' are rejected.",
+    "minLength": 1,
+}
 
 
-_PATH_DESCRIPTION: Final = (
-    "Path relative to the app's root, with '/' as separator, e.g. 'index.html' or "
-    "'js/app.js'. Absolute paths and '..' are rejected."
-)
+def _function(name: str, description: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI function tool whose every property is required."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                **({"required": list(properties)} if properties else {}),
+                "additionalProperties": False,
+            },
+        },
+    }
+
 
 # The OpenAI chat-completions "tools" format. Treat as read-only: providers serialise it.
 TOOL_SCHEMAS: Final[tuple[dict[str, Any], ...]] = (
-    {
-        "type": "function",
-        "function": {
-            "name": WRITE_FILE,
-            "description": "Create or overwrite a text file of the app with the given content.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "path": _path_property(_PATH_DESCRIPTION),
-                    "content": {"type": "string", "description": "The whole file, as UTF-8 text."},
-                },
-                "required": ["path", "content"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": READ_FILE,
-            "description": "Read a text file of the app.",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": _path_property(_PATH_DESCRIPTION)},
-                "required": ["path"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": DELETE_FILE,
-            "description": "Delete a file of the app.",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": _path_property(_PATH_DESCRIPTION)},
-                "required": ["path"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": LIST_FILES,
-            "description": "List the app's files with their sizes in bytes.",
-            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
-        },
-    },
+    _function(
+        WRITE_FILE,
+        "Create or overwrite a text file of the app with the given content.",
+        path=_PATH,
+        content={"type": "string", "description": "The whole file, as UTF-8 text."},
+    ),
+    _function(READ_FILE, "Read a text file of the app.", path=_PATH),
+    _function(DELETE_FILE, "Delete a file of the app.", path=_PATH),
+    _function(LIST_FILES, "List the app's files with their sizes in bytes."),
 )
