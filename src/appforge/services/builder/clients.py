@@ -22,7 +22,7 @@ from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct
 from appforge.services.common.retry import backoff_delay
-from appforge.services.common.rpc import error_from_rpc
+from appforge.services.common.rpc import LazyChannel, error_from_rpc
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -114,25 +114,7 @@ async def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _Channel:
-    """One lazily opened channel to one address."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self._channel: grpc.aio.Channel | None = None
-
-    def channel(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-        return self._channel
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
-
-
-class GrpcChat(_Channel):
+class GrpcChat(LazyChannel):
     """ChatPort over gRPC."""
 
     def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:
@@ -189,7 +171,7 @@ class GrpcChat(_Channel):
         return message.id
 
 
-class GrpcDeployer(_Channel):
+class GrpcDeployer(LazyChannel):
     """DeployerPort over gRPC."""
 
     def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:

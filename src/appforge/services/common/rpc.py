@@ -36,3 +36,21 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> AppforgeError:
     if kind is Unavailable:
         return Unavailable(f"{service} unavailable: {code.name}: {details}")
     return kind(f"{service} said: {details}")
+
+
+class LazyChannel:
+    """A client of one address whose channel opens on first use; `close()` when done."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: grpc.aio.Channel | None = None
+
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None

@@ -5,24 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
-
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.services.common.proto import struct
+from appforge.services.common.rpc import LazyChannel
 
 
-class GrpcChatNotifier:
+class GrpcChatNotifier(LazyChannel):
     """Updates the execution's message by execution_id, never "the latest message"."""
 
     def __init__(self, address: str, *, timeout: float = 10.0) -> None:
-        self.address = address
+        super().__init__(address)
         self.timeout = timeout
-        self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-        return chat_pb2_grpc.ChatServiceStub(self._channel)
+        return chat_pb2_grpc.ChatServiceStub(self.channel())
 
     async def notify(
         self, *, app_id: str, execution_id: str, failed: bool, metadata: Mapping[str, Any]
@@ -40,8 +36,3 @@ class GrpcChatNotifier:
             ),
             timeout=self.timeout,
         )
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
