@@ -17,8 +17,12 @@ from appforge.api.builder.v1 import builder_pb2
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.models.base import WRITE_FILE, Exchange, ToolRequest, Turn
+from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
 from appforge.services.builder.models.scripted import ScriptedModel
+from appforge.services.builder.models.templates import CALCULATOR
+from appforge.services.builder.sandbox import SandboxLimits
 from appforge.services.common.clock import FrozenClock
+from tests.helpers import table_counts, watching
 from tests.integration.builder_fixtures import (
     BuilderHandle,
     OneBatchModel,
@@ -27,6 +31,7 @@ from tests.integration.builder_fixtures import (
     start_gated,
 )
 from tests.integration.conftest import ChatHandle, NewApp
+from tests.openai_endpoint import FakeEndpoint, calculator_replies, serving
 
 NOW = 1_800_000_000_000_000
 
@@ -367,8 +372,6 @@ class TraversalModel:
 async def test_path_traversal_and_limits_fail_the_calls_and_touch_nothing_outside(
     backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
 ) -> None:
-    from appforge.services.builder.sandbox import SandboxLimits
-
     before = sorted(p.name for p in tmp_path.parent.iterdir())
     async with running_builder(
         database_url=backend[1],
@@ -401,8 +404,6 @@ async def test_path_traversal_and_limits_fail_the_calls_and_touch_nothing_outsid
 async def test_a_client_that_disconnects_does_not_stop_the_execution(
     builder: BuilderHandle, chat: ChatHandle, new_app: NewApp
 ) -> None:
-    from tests.helpers import watching
-
     app = await new_app()
     async with watching(chat.stub, app.id) as watcher:
         stream = builder.stub.Build(build(app.id))
@@ -473,8 +474,6 @@ async def test_bad_build_requests_get_a_clear_status_and_start_nothing(
     code: grpc.StatusCode,
     field: str,
 ) -> None:
-    from tests.helpers import table_counts
-
     app = await new_app()
     fields = {"app_id": app.id, **request_fields}
     before = await table_counts(builder.runtime.engine)
@@ -563,10 +562,6 @@ async def test_a_build_naming_no_model_gets_the_builders_default(
 async def test_the_openai_provider_builds_the_calculator_over_loopback_http(
     backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
 ) -> None:
-    from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
-    from appforge.services.builder.models.templates import CALCULATOR
-    from tests.openai_endpoint import FakeEndpoint, calculator_replies, serving
-
     async with serving(FakeEndpoint(replies=calculator_replies())) as endpoint:
         model = OpenAIModel(
             OpenAIConfig(base_url=endpoint.base_url, api_key="sk-loop", model="gpt-test")

@@ -174,10 +174,9 @@ async def run_build(options: BuildOptions, out: TextIO, err: TextIO) -> int:
     """Run the whole cycle; the exit status."""
     progress = Progress()
     console = Console(file=out, highlight=False, soft_wrap=False)
-    emit: Callable[[str, Message | None], None] = lambda kind, message: None  # noqa: E731
-    if options.json:
 
-        def emit(kind: str, message: Message | None) -> None:
+    def emit(kind: str, message: Message | None) -> None:
+        if options.json:
             _json_line(out, kind, message)
 
     try:
