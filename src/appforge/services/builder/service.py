@@ -7,7 +7,6 @@ disconnects stops receiving events, and the execution goes on to its end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -273,5 +272,4 @@ class BuilderService:
         tasks = [run.runner.task for run in self._runs.values() if run.runner.task is not None]
         for task in tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
