@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint unit integration e2e protos bench clean
 
-$(STAMP): pyproject.toml
+# Every member of the workspace, editable, and the dev tools, in one pip command.
+MEMBERS := libs/api services/common services/chat services/builder services/deployer cli
+$(STAMP): requirements.txt requirements-dev.txt $(MEMBERS:%=%/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 ## run: all three services in one process on the embedded default (SQLite in ./.appforge,
@@ -36,7 +38,7 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
 
-## protos: regenerate src/appforge/api from protos/
+## protos: regenerate libs/api/src/appforge/api from protos/
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 

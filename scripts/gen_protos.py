@@ -1,10 +1,10 @@
-"""Regenerate the protobuf and gRPC code under src/appforge/api from protos/.
+"""Regenerate the protobuf and gRPC code under libs/api/src/appforge/api from protos/.
 
 Usage:
     python scripts/gen_protos.py          # rewrite the generated files
     python scripts/gen_protos.py --check  # exit 1 if they drift from protos/
 
-The toolchain is pinned in pyproject.toml (grpcio-tools, mypy-protobuf), so the output
+The toolchain is pinned in requirements-dev.txt (grpcio-tools, mypy-protobuf), so the output
 is byte-for-byte reproducible; CI runs --check.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-OUT = ROOT / "src"
+OUT = ROOT / "libs" / "api" / "src"
 GENERATED_PACKAGE = Path("appforge") / "api"
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
@@ -31,7 +31,7 @@ def _plugin(name: str) -> str:
     candidates = [Path(sysconfig.get_path("scripts")) / name, Path(sys.executable).parent / name]
     found = next((c for c in candidates if c.exists()), None) or shutil.which(name)
     if found is None:
-        sys.exit(f"{name} not found: pip install -e .[dev]")
+        sys.exit(f"{name} not found: pip install -r requirements-dev.txt")
     return str(found)
 
 

@@ -130,13 +130,14 @@ async def _admin(infra: Infra, sql: str) -> None:
 
 
 async def _create_database(infra: Infra, name: str) -> str:
+    from appforge.cli import installed
     from appforge.services.common import db, migrate
 
     await _admin(infra, f'CREATE DATABASE "{name}"')
     url = make_url(infra.admin_url).set(database=name).render_as_string(hide_password=False)
     engine = db.create_engine(url)
     try:
-        await migrate.upgrade(engine)
+        await migrate.upgrade(engine, installed.histories())
     finally:
         await engine.dispose()
     return url

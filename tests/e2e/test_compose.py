@@ -1,4 +1,4 @@
-"""docker-compose.yml end to end: the image from the Dockerfile, the stack up under podman-compose,
+"""docker-compose.yml end to end: the images from the Dockerfile, the stack up under podman-compose,
 and the golden flow (a calculator built, deployed and served) driven from the host.
 
 Runs where the container engine of ../shared/ci/container-engine.sh is up (`.ci/run` sources its
@@ -6,8 +6,8 @@ env.sh: DOCKER_HOST, and the local PostgreSQL and Redis images) and skips elsewh
 CI=true. With podman, health checks run only when someone runs them and podman-compose before
 podman 4.6 ignores `condition: service_healthy` (and, on podman 4.3, `--requires` chains of two
 levels fail to start), so the stack comes up in the order the compose file declares, one step at a
-time: postgres and redis until their health checks pass, then migrate until it exits 0, then the
-three services until they are SERVING on their published ports.
+time: postgres and redis until their health checks pass, then each service's migrate until it
+exits 0, then the three services until they are SERVING on their published ports.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Stack:
     """One docker-compose.yml project under podman-compose, with its own image and host ports."""
 
     project: str
-    image: str
+    images: dict[str, str]  # service -> its image tag
     env: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +110,17 @@ class Stack:
     def healthy(self, service: str) -> bool:
         """Runs the service's compose health check once (nothing else runs it under podman)."""
         return _podman("healthcheck", "run", self.container(service)).returncode == 0
+
+    def services_in_image(self, service: str) -> list[str]:
+        """The appforge services importable in `service`'s image."""
+        probe = (
+            "import importlib.util as u; print(' '.join(s for s in ('chat', 'builder', 'deployer')"
+            " if u.find_spec(f'appforge.services.{s}')))"
+        )
+        ran = _podman("run", "--rm", "--entrypoint", "python", self.images[service], "-c", probe)
+        if ran.returncode != 0:
+            self.fail(f"probing the {service} image: {ran.returncode}\n{ran.stdout}")
+        return ran.stdout.split()
 
     def logs(self) -> str:
         """The tail of every container's log, for failure messages."""
@@ -162,8 +173,9 @@ def _podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return _run(["podman", *args], dict(os.environ), timeout)
 
 
-def _build_image(tag: str) -> None:
+def _build_image(tag: str, service: str) -> None:
     command = ["podman", "build", "--format", "docker", "--network=host", "-t", tag]
+    command += ["--build-arg", f"SERVICE={service}"]
     if Path("/etc/ssl/certs").is_dir():  # apt and pip in the build trust what this machine trusts
         command += ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"]
     built = _run([*command, str(ROOT)], dict(os.environ), timeout=600)
@@ -188,10 +200,12 @@ def _bring_up(stack: Stack) -> None:
         lambda: stack.healthy("postgres") and stack.healthy("redis"),
         60,
     )
-    stack.up("migrate")
-    waited = _podman("wait", stack.container("migrate"), timeout=120)
-    if waited.stdout.strip() != "0":
-        stack.fail(f"migrate exited with {waited.stdout.strip() or waited.returncode}")
+    migrations = [f"migrate-{service}" for service in SERVICES]
+    stack.up(*migrations)
+    for migration in migrations:
+        waited = _podman("wait", stack.container(migration), timeout=120)
+        if waited.stdout.strip() != "0":
+            stack.fail(f"{migration} exited with {waited.stdout.strip() or waited.returncode}")
     stack.up(*SERVICES)
 
 
@@ -207,16 +221,19 @@ def stack() -> Iterator[Stack]:
     while len(ports) < len(PORT_VARIABLES):
         ports.add(free_port())
     env.update(zip(PORT_VARIABLES, map(str, sorted(ports)), strict=True))
-    env["APPFORGE_IMAGE"] = f"localhost/appforge-compose-test:{suffix}"
+    env["APPFORGE_IMAGE_REPO"] = "localhost/appforge-compose-test"
+    env["APPFORGE_IMAGE_TAG"] = suffix
     for variable, test_variable in (
         ("APPFORGE_POSTGRES_IMAGE", "APPFORGE_TEST_POSTGRES_IMAGE"),
         ("APPFORGE_REDIS_IMAGE", "APPFORGE_TEST_REDIS_IMAGE"),
     ):
         if os.environ.get(test_variable):  # the engine's local images; else the compose default
             env[variable] = os.environ[test_variable]
-    built = Stack(project=f"appforge-compose-{suffix}", image=env["APPFORGE_IMAGE"], env=env)
+    images = {s: f"{env['APPFORGE_IMAGE_REPO']}-{s}:{suffix}" for s in SERVICES}
+    built = Stack(project=f"appforge-compose-{suffix}", images=images, env=env)
     started = time.monotonic()
-    _build_image(built.image)
+    for service, image in images.items():
+        _build_image(image, service)
     built.timings["build"] = time.monotonic() - started
     try:
         started = time.monotonic()
@@ -226,7 +243,7 @@ def stack() -> Iterator[Stack]:
         yield built
     finally:
         down = built.compose("down", "-v", "--timeout", "5")
-        _podman("rmi", built.image)
+        _podman("rmi", *built.images.values())
         print(f"compose stack {built.project}: {built.timings}; down: {down.returncode}")
 
 
@@ -303,6 +320,8 @@ async def test_compose_stack_builds_and_serves_a_calculator(stack: Stack) -> Non
             await _until_serving(stack.address(service), timeout=60)
         # The compose file's own health checks (`appforge health` inside each container).
         assert {s: stack.healthy(s) for s in SERVICES} == dict.fromkeys(SERVICES, True)
+        # Each image carries its own service and none of the others.
+        assert {s: stack.services_in_image(s) for s in SERVICES} == {s: [s] for s in SERVICES}
 
         url = await _build_a_calculator(stack)
 

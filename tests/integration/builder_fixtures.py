@@ -14,15 +14,17 @@ from typing import Any
 import grpc
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
+from appforge.cli import installed
 from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
 from appforge.services.builder.clients import ChatPort, GrpcChat
 from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
 from appforge.services.builder.models.scripted import ScriptedModel
 from appforge.services.builder.runner import SandboxWorkspace, Workspace
 from appforge.services.builder.sandbox import Sandbox, SandboxLimits
+from appforge.services.builder.settings import BuilderSettings
 from appforge.services.common import db, migrate
 from appforge.services.common.clock import Clock
-from appforge.services.common.settings import BuilderSettings, Settings
+from appforge.services.common.settings import Settings
 
 
 @dataclass(kw_only=True)
@@ -133,13 +135,9 @@ async def running_builder(
     Its sweeper and heartbeat are not started: tests sweep by hand (`sweep_once`). With
     `gate`, every execution's tools run in a `GatedWorkspace` expecting `gate` calls.
     """
-    settings = Settings(
-        data_dir=tmp,
-        shutdown_grace=0.5,
-        builder=dataclasses.replace(BuilderSettings(), **builder_settings),
-    )
+    settings = Settings(data_dir=tmp, shutdown_grace=0.5)
     engine = db.create_engine(database_url)
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, installed.histories())
     sandboxes = tmp / "sandboxes"
     workspaces: dict[str, Workspace] = {}
 
@@ -155,6 +153,7 @@ async def running_builder(
     deployer = RecordingDeployer()
     runtime = build_builder(
         settings,
+        dataclasses.replace(BuilderSettings(), **builder_settings),
         host="127.0.0.1",
         port=0,
         engine=engine,

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.cli import installed
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.chat.bootstrap import ChatRuntime, build_chat
 from appforge.services.common import db, migrate
@@ -35,7 +36,7 @@ class ChatHandle:
 async def start_chat(backend: str, url: str, redis_url: str | None) -> ChatHandle:
     settings = Settings(watch_poll_interval=2.0, shutdown_grace=0.5)
     engine = db.create_engine(url)
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, installed.histories())
     bus = RedisBus(redis_url) if redis_url else InProcessBus()
     runtime = build_chat(settings, host="127.0.0.1", port=0, engine=engine, bus=bus)
     await runtime.server.start()
@@ -102,7 +103,7 @@ def execution_id() -> str:
 async def builder_store(backend: tuple[str, str, str | None]) -> AsyncIterator[ExecutionStore]:
     """The builder's store on each backend, schema migrated."""
     engine = db.create_engine(backend[1])
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, installed.histories())
     yield ExecutionStore(engine)
     await engine.dispose()
 

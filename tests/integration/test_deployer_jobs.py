@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest_asyncio
 
+from appforge.cli import installed
 from appforge.services.common import db, migrate
 from appforge.services.common.clock import SystemClock
 from appforge.services.deployer.domain import (
@@ -81,7 +82,7 @@ async def store(
     backend: tuple[str, str, str | None], tmp_path: Path
 ) -> AsyncIterator[DeploymentStore]:
     engine = db.create_engine(backend[1])
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, installed.histories())
     yield DeploymentStore(engine)
     await engine.dispose()
 

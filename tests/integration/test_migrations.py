@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from appforge.cli import installed
 from appforge.services.builder.tables import metadata as builder_metadata
 from appforge.services.chat.store import metadata as chat_metadata
 from appforge.services.common import db, migrate
@@ -34,9 +35,9 @@ async def test_migrated_schema_matches_the_store(backend: tuple[str, str, str | 
     _, url, _ = backend
     engine = db.create_engine(url)
     try:
-        await migrate.upgrade(engine)
-        await migrate.upgrade(engine)  # idempotent
-        await migrate.require_current(engine)
+        await migrate.upgrade(engine, installed.histories())
+        await migrate.upgrade(engine, installed.histories())  # idempotent
+        await migrate.require_current(engine, installed.histories())
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
     finally:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from appforge.cli import installed
 from appforge.services.chat.domain import (
     AssistantUpsert,
     MessageStatus,
@@ -32,7 +33,7 @@ SEEDS = range(12)
 @pytest_asyncio.fixture
 async def store(backend: tuple[str, str, str | None]) -> AsyncIterator[MessageStore]:
     engine = db.create_engine(backend[1])
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, installed.histories())
     store = MessageStore(engine, HybridClock())
     yield store
     await store.close()

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from appforge.services.builder.settings import BuilderSettings
 from appforge.services.common.errors import ConfigError
 from appforge.services.common.settings import Limits, Settings
+from appforge.services.deployer.settings import DeploySettings
 
 
 def test_defaults() -> None:
@@ -156,19 +158,17 @@ def test_db_pool_size_must_be_a_positive_whole_number(raw: str) -> None:
 
 
 def test_builder_settings_from_env() -> None:
-    settings = Settings.from_env(
-        {
-            "APPFORGE_MODEL": "openai",
-            "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
-            "APPFORGE_OPENAI_MODEL": "llama3",
-            "APPFORGE_TOOL_TIMEOUT": "2.5",
-            "APPFORGE_SWEEP_INTERVAL": "0.2",
-            "APPFORGE_EXECUTION_LEASE": "3",
-            "APPFORGE_MAX_TURNS": "7",
-            "APPFORGE_METRICS_PORT": "0",
-        }
-    )
-    builder = settings.builder
+    env = {
+        "APPFORGE_MODEL": "openai",
+        "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+        "APPFORGE_OPENAI_MODEL": "llama3",
+        "APPFORGE_TOOL_TIMEOUT": "2.5",
+        "APPFORGE_SWEEP_INTERVAL": "0.2",
+        "APPFORGE_EXECUTION_LEASE": "3",
+        "APPFORGE_MAX_TURNS": "7",
+        "APPFORGE_METRICS_PORT": "0",
+    }
+    settings, builder = Settings.from_env(env), BuilderSettings.from_env(env)
     assert (builder.model, builder.openai_configured, builder.openai_model) == (
         "openai",
         True,
@@ -176,7 +176,10 @@ def test_builder_settings_from_env() -> None:
     )
     assert (builder.tool_timeout, builder.sweep_interval, builder.execution_lease) == (2.5, 0.2, 3)
     assert builder.max_turns == 7 and settings.metrics_port == 0
-    assert settings.sandbox_root() == settings.data_dir / "sandboxes"
+    assert builder.sandboxes_under(settings.data_dir) == settings.data_dir / "sandboxes"
+    assert BuilderSettings.from_env({"APPFORGE_SANDBOX_ROOT": "/srv/s"}).sandboxes_under(
+        settings.data_dir
+    ) == Path("/srv/s")
 
 
 @pytest.mark.parametrize(
@@ -192,10 +195,17 @@ def test_builder_settings_from_env() -> None:
 def test_bad_builder_settings_are_explained(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env)
+        BuilderSettings.from_env(env)
 
 
 def test_a_derived_public_url_follows_the_http_port() -> None:
-    derived = Settings.from_env({}).deploy.serving_on(9000)
+    derived = DeploySettings.from_env({}).serving_on(9000)
     assert (derived.http_port, derived.public_url) == (9000, "http://127.0.0.1:9000")
-    explicit = Settings.from_env({"APPFORGE_DEPLOY_PUBLIC_URL": "https://apps.example.com"})
-    assert explicit.deploy.serving_on(9000).public_url == "https://apps.example.com"
+    explicit = DeploySettings.from_env({"APPFORGE_DEPLOY_PUBLIC_URL": "https://apps.example.com"})
+    assert explicit.serving_on(9000).public_url == "https://apps.example.com"
+
+
+def test_the_deploy_root_defaults_under_the_data_dir() -> None:
+    assert DeploySettings.from_env({}).root_under(Path("/d")) == Path("/d/deploys")
+    explicit = DeploySettings.from_env({"APPFORGE_DEPLOY_ROOT": "/srv/apps"})
+    assert explicit.root_under(Path("/d")) == Path("/srv/apps")

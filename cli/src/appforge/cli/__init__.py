@@ -1,0 +1,244 @@
+"""The `appforge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from appforge.cli import installed
+from appforge.services.common.errors import AppforgeError
+from appforge.services.common.logging import configure_logging
+from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appforge",
+        description="appforge: the gRPC services of a chat-driven app builder.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations (DATABASE_URL, or the embedded SQLite file)",
+    )
+
+    up = commands.add_parser(
+        "up",
+        help="run chat, builder and deployer in one process (embedded default: no servers needed)",
+    )
+    up.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    up.add_argument("--chat-port", type=int, default=DEFAULT_PORTS["chat"])
+    up.add_argument("--builder-port", type=int, default=DEFAULT_PORTS["builder"])
+    up.add_argument("--deployer-port", type=int, default=DEFAULT_PORTS["deployer"])
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics of all three (default APPFORGE_METRICS_PORT or 9050; 0: off)",
+    )
+    up.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
+    )
+
+    serve = commands.add_parser("serve", help="run one service")
+    serve.add_argument(
+        "service",
+        nargs="?",
+        choices=installed.SERVICES,
+        help="the service to run (default: the only one installed here, as in an image)",
+    )
+    serve.add_argument(
+        "--host", default=None, help="address to bind (default APPFORGE_HOST or 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: chat 50051, builder 50052, deployer 50053)",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="deployer: port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus metrics port (default APPFORGE_METRICS_PORT, else chat 9051, "
+        "builder 9052, deployer 9053; 0 turns it off)",
+    )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply migrations before serving (always done on the embedded SQLite default)",
+    )
+    build = commands.add_parser(
+        "build",
+        help="build an app from a prompt and deploy it, showing progress live",
+        description="Create the app if needed, run Build, follow the deployment. Exit status: "
+        "0 deployed, 1 the build or deployment failed, 2 a request was refused, "
+        "3 a service could not be reached.",
+    )
+    build.add_argument("prompt", help='what to build, e.g. "build a calculator"')
+    build.add_argument(
+        "--app", default=None, help="the app's name (created if new; default: from the prompt)"
+    )
+    build.add_argument("--team", default="default", help="the app's team (default: default)")
+    build.add_argument("--model", default="", help="scripted or openai (default: the builder's)")
+    build.add_argument("--chat", default=None, help="chat address (default APPFORGE_CHAT_ADDR)")
+    build.add_argument(
+        "--builder", default=None, help="builder address (default APPFORGE_BUILDER_ADDR)"
+    )
+    build.add_argument(
+        "--deployer", default=None, help="deployer address (default APPFORGE_DEPLOYER_ADDR)"
+    )
+    build.add_argument("--json", action="store_true", help="print events as JSON lines")
+    build.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds for the whole cycle (default 600)"
+    )
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="show an app's or an execution's messages and flag splits, repeated stamps, "
+        "stuck tool calls",
+        description="Exit status: 0 nothing flagged, 1 something flagged, 2 unknown id, "
+        "3 chat unreachable.",
+    )
+    inspect.add_argument("id", help="an app id or an execution id")
+    inspect.add_argument("--chat", default=None, help="chat address (default APPFORGE_CHAT_ADDR)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
+    health = commands.add_parser(
+        "health",
+        help="check a server's gRPC health (exit 0 when SERVING; for container health checks)",
+    )
+    health.add_argument(
+        "address",
+        nargs="?",
+        help="HOST:PORT, e.g. 127.0.0.1:50051 (default: 127.0.0.1 and the default port of "
+        "the only service installed here, as in an image)",
+    )
+    health.add_argument(
+        "--service", default="", help="a service name to check (default: the whole server)"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    return parser
+
+
+def _first(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
+
+
+def _app_name(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    return "-".join(words)[:60].strip("-") or "app"
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from appforge.cli.build import BuildOptions, run_build
+
+    options = BuildOptions(
+        prompt=args.prompt,
+        app=args.app or _app_name(args.prompt),
+        team=args.team,
+        chat=args.chat or settings.chat_addr,
+        builder=args.builder or settings.builder_addr,
+        deployer=args.deployer or settings.deployer_addr,
+        model=args.model,
+        json=args.json,
+        timeout=args.timeout,
+    )
+    return asyncio.run(run_build(options, sys.stdout, sys.stderr))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "health":
+            from appforge.cli.health import run
+
+            address = args.address or f"127.0.0.1:{DEFAULT_PORTS[installed.the_one_service()]}"
+            return run(address, args.service, args.timeout)
+        env = os.environ
+        settings = Settings.from_env(env)
+        if args.command == "build":
+            return _build(args, settings)
+        if args.command == "inspect":
+            from appforge.cli import inspect as inspect_command
+
+            return inspect_command.run(
+                args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
+            )
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command in ("up", "serve"):
+            from appforge.services.common.metrics import serve_metrics
+
+            name = "up" if args.command == "up" else args.service or installed.the_one_service()
+            metrics_port = _first(
+                args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]
+            )
+            serve_metrics(args.host or settings.host, metrics_port)
+        if args.command == "up":
+            installed.require(*installed.SERVICES)
+            from appforge.cli.up import Ports, up
+
+            ports = Ports(
+                host=args.host or settings.host,
+                chat=args.chat_port,
+                builder=args.builder_port,
+                deployer=args.deployer_port,
+                http=args.http_port,
+            )
+            asyncio.run(up(settings, env, ports))
+            return 0
+        if args.command == "migrate":
+            from appforge.cli.serve import migrate_database
+
+            services = asyncio.run(migrate_database(settings))
+            print(
+                f"migrated {', '.join(services) or 'nothing (no service installed)'} on "
+                f"{settings.resolved_database_url().split('@')[-1]}"
+            )
+            return 0
+        if args.command == "serve":
+            args.service = args.service or installed.the_one_service()
+            installed.require(args.service)
+            from appforge.cli import serve
+
+            host = args.host or settings.host
+            port = args.port if args.port is not None else DEFAULT_PORTS[args.service]
+            apply_migrations = args.migrate or not settings.database_url
+            if args.service == "deployer":
+                asyncio.run(
+                    serve.serve_deployer(
+                        settings, env, host, port, args.http_port, apply_migrations
+                    )
+                )
+            elif args.service == "builder":
+                asyncio.run(serve.serve_builder(settings, env, host, port, apply_migrations))
+            else:
+                asyncio.run(serve.serve_chat(settings, host, port, apply_migrations))
+            return 0
+    except AppforgeError as exc:
+        print(f"appforge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"appforge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The builder's settings: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from appforge.services.common.errors import ConfigError
+from appforge.services.common.settings import read_count, read_seconds
+
+MODELS = ("scripted", "openai")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuilderSettings:
+    """The builder: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*)."""
+
+    tool_timeout: float = 60.0
+    sweep_interval: float = 5.0
+    execution_lease: float = 30.0
+    max_turns: int = 20
+    model: str = "scripted"
+    sandbox_root: Path | None = None  # None: <data dir>/sandboxes
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    openai_model: str = ""
+    openai_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BuilderSettings:
+        model = env.get("APPFORGE_MODEL") or "scripted"
+        if model not in MODELS:
+            raise ConfigError(f"APPFORGE_MODEL must be scripted or openai, got {model!r}")
+        settings = cls(
+            tool_timeout=read_seconds(env, "APPFORGE_TOOL_TIMEOUT", 60.0),
+            sweep_interval=read_seconds(env, "APPFORGE_SWEEP_INTERVAL", 5.0),
+            execution_lease=read_seconds(env, "APPFORGE_EXECUTION_LEASE", 30.0),
+            max_turns=read_count(env, "APPFORGE_MAX_TURNS", 20),
+            model=model,
+            sandbox_root=Path(env["APPFORGE_SANDBOX_ROOT"])
+            if env.get("APPFORGE_SANDBOX_ROOT")
+            else None,
+            openai_base_url=env.get("OPENAI_BASE_URL", ""),
+            openai_api_key=env.get("OPENAI_API_KEY", ""),
+            openai_model=env.get("APPFORGE_OPENAI_MODEL", ""),
+            openai_timeout=read_seconds(env, "APPFORGE_OPENAI_TIMEOUT", 120.0),
+        )
+        if model == "openai" and not settings.openai_configured:
+            raise ConfigError(
+                "APPFORGE_MODEL=openai needs OPENAI_BASE_URL and APPFORGE_OPENAI_MODEL"
+            )
+        return settings
+
+    def sandboxes_under(self, data_dir: Path) -> Path:
+        """Where executions write their files: APPFORGE_SANDBOX_ROOT or <data dir>/sandboxes."""
+        return self.sandbox_root or (data_dir / "sandboxes")
+
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_base_url and self.openai_model)

@@ -1,0 +1,16 @@
+"""The chat service's Prometheus metrics, named in one place (served with every RPC's
+by `appforge.services.common.metrics.serve_metrics`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter
+
+ASSISTANT_UPSERTS: Final = Counter(
+    "appforge_chat_assistant_upserts", "UpsertAssistantMessage calls that were applied."
+)
+ASSISTANT_MESSAGES_CREATED: Final = Counter(
+    "appforge_chat_assistant_messages_created",
+    "Assistant messages created (one per execution: the first upsert creates it).",
+)

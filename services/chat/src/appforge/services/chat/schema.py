@@ -1,0 +1,12 @@
+"""The chat service's migration history, handed to `appforge migrate` and `serve`."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+
+from appforge.services.common.migrate import SchemaHistory
+
+HISTORY: Final = SchemaHistory(
+    service="chat", location=resources.files("appforge.services.chat") / "migrations"
+)

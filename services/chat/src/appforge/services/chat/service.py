@@ -1,0 +1,234 @@
+"""Chat use cases: take domain values, use the store and the bus, return domain values."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import json
+from collections.abc import AsyncIterator
+
+from appforge.api.chat.v1 import chat_pb2
+from appforge.services.chat import convert
+from appforge.services.chat.domain import (
+    App,
+    AssistantUpsert,
+    Message,
+)
+from appforge.services.chat.metrics import ASSISTANT_MESSAGES_CREATED, ASSISTANT_UPSERTS
+from appforge.services.chat.store import MessageStore
+from appforge.services.chat.validation import (
+    optional_id,
+    require_id,
+    require_name,
+    validate_upsert,
+    validate_user_content,
+)
+from appforge.services.common import keys
+from appforge.services.common.bus import Bus
+from appforge.services.common.errors import InvalidArgument
+from appforge.services.common.logging import get_logger
+from appforge.services.common.settings import Settings
+
+log = get_logger(__name__)
+
+CATCH_UP_PAGE = 200
+# Writes to one app commit in cursor order but reach the bus in whatever order their
+# coroutines resume. A watcher holds early events this long (or this many) for the gap
+# to fill before it reads the database instead.
+REORDER_WAIT_S = 0.05
+REORDER_MAX = 64
+
+
+class ChatService:
+    """Apps and their messages; exactly one assistant message per execution."""
+
+    def __init__(self, store: MessageStore, bus: Bus, settings: Settings) -> None:
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self.limits = settings.limits
+
+    async def create_app(self, team_id: str, name: str, *, return_existing: bool = False) -> App:
+        team_id = require_id(team_id, "team_id", self.limits)
+        app = await self.store.create_app(
+            team_id, require_name(name, "name", self.limits), return_existing=return_existing
+        )
+        log.info("app_created", app_id=app.id, team_id=team_id)
+        return app
+
+    async def get_app(self, app_id: str) -> App:
+        return await self.store.get_app(require_id(app_id, "app_id", self.limits))
+
+    async def post_user_message(self, app_id: str, content: str, request_id: str) -> Message:
+        require_id(app_id, "app_id", self.limits)
+        validate_user_content(content, self.limits)
+        key = optional_id(request_id, "request_id", self.limits)
+        message, created = await self.store.post_user_message(app_id, content, key)
+        if created:
+            log.info("user_message_posted", app_id=app_id, message_id=message.id)
+            await self._publish(message)
+        return message
+
+    async def upsert_assistant(self, upsert: AssistantUpsert) -> Message:
+        validate_upsert(upsert, self.limits)
+        message, changed = await self.store.upsert_assistant(upsert)
+        log.debug(
+            "assistant_message_upserted",
+            execution_id=upsert.execution_id,
+            message_id=message.id,
+            version=message.version,
+            changed=changed,
+        )
+        ASSISTANT_UPSERTS.inc()
+        if changed:
+            if message.version == 1:
+                ASSISTANT_MESSAGES_CREATED.inc()
+            await self._publish(message)
+        return message
+
+    async def get_message(self, message_id: str) -> Message:
+        return await self.store.get_message(require_id(message_id, "message_id", self.limits))
+
+    async def get_message_by_execution(self, execution_id: str) -> Message:
+        return await self.store.get_message_by_execution(
+            require_id(execution_id, "execution_id", self.limits)
+        )
+
+    async def list_messages(
+        self, app_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Message], str]:
+        """One page of an app's messages, oldest first, and the next page's token."""
+        require_id(app_id, "app_id", self.limits)
+        if page_size < 0 or page_size > self.limits.max_page_size:
+            raise InvalidArgument(
+                f"must be between 0 and {self.limits.max_page_size}", field="page_size"
+            )
+        size = page_size or self.limits.default_page_size
+        after = _decode_page_token(page_token, app_id) if page_token else None
+        page = await self.store.list_messages(app_id, after, size + 1)
+        if len(page) <= size:
+            return page, ""
+        page = page[:size]
+        return page, _encode_page_token(app_id, page[-1])
+
+    async def watch_app(
+        self, app_id: str, after_cursor: int
+    ) -> AsyncIterator[chat_pb2.MessageEvent]:
+        """Every message changed after `after_cursor` (latest state), then live changes.
+
+        Cursors are dense per app and commit in order, so a live event whose cursor is
+        exactly one past the last one sent can be forwarded as is. Events that arrive
+        early are held until the gap fills (at most REORDER_WAIT_S); a gap that stays,
+        a resync marker or a quiet poll interval triggers a catch-up from the database.
+
+        Live events are relayed as the `MessageEvent` the writer published, parsed once
+        per process however many watchers there are: fan-out costs no conversion.
+        """
+        require_id(app_id, "app_id", self.limits)
+        if after_cursor < 0:
+            raise InvalidArgument("must not be negative", field="after_cursor")
+        await self.store.get_app(app_id)
+        last = after_cursor
+        async with self.bus.subscribe(keys.app_changes_channel(app_id)) as subscription:
+            async for replayed in self._catch_up(app_id, last):
+                last = replayed.cursor
+                yield replayed
+            early: dict[int, chat_pb2.MessageEvent] = {}
+            loop = asyncio.get_running_loop()
+            gap_deadline = 0.0
+            while True:
+                payload = None
+                if early:
+                    wait = max(0.0, gap_deadline - loop.time())
+                else:
+                    wait = self.settings.watch_poll_interval
+                with contextlib.suppress(TimeoutError):
+                    payload = await asyncio.wait_for(subscription.get(), timeout=wait)
+                event = _decode_event(payload) if payload is not None else None
+                if event is not None:
+                    if event.cursor > last:
+                        if not early:
+                            gap_deadline = loop.time() + REORDER_WAIT_S
+                        early[event.cursor] = event
+                    while last + 1 in early:
+                        event = early.pop(last + 1)
+                        last = event.cursor
+                        yield event
+                    if len(early) < REORDER_MAX:
+                        continue
+                # A gap that did not fill in time, a resync marker, a bad payload or a
+                # quiet poll interval: read what was missed from the database.
+                early.clear()
+                async for missed in self._catch_up(app_id, last):
+                    last = missed.cursor
+                    yield missed
+
+    async def _catch_up(self, app_id: str, after: int) -> AsyncIterator[chat_pb2.MessageEvent]:
+        while True:
+            page = await self.store.changed_after(app_id, after, CATCH_UP_PAGE)
+            for message in page:
+                yield _event(message)
+            if len(page) < CATCH_UP_PAGE:
+                return
+            after = page[-1].cursor
+
+    async def _publish(self, message: Message) -> None:
+        # The change is committed; a lost publish only delays watchers until their next
+        # catch-up, so it must never fail the write.
+        try:
+            payload = _event(message).SerializeToString()
+            await self.bus.publish(keys.app_changes_channel(message.app_id), payload)
+        except Exception as exc:
+            log.warning(
+                "publish_failed",
+                app_id=message.app_id,
+                execution_id=message.execution_id or "",
+                error=repr(exc),
+            )
+
+
+def _event(message: Message) -> chat_pb2.MessageEvent:
+    return chat_pb2.MessageEvent(cursor=message.cursor, message=convert.message_to_proto(message))
+
+
+# Every watcher of an app receives the same payload: parse it once. Watchers only read
+# the event (gRPC serialises it per stream), so sharing one object is safe.
+@functools.lru_cache(maxsize=64)
+def _decode_event(payload: bytes) -> chat_pb2.MessageEvent | None:
+    try:
+        event = chat_pb2.MessageEvent.FromString(payload)
+    except Exception as exc:  # a foreign or corrupt payload: resync instead
+        log.warning("bad_bus_payload", error=repr(exc))
+        return None
+    if not event.HasField("message") or event.cursor < 1:
+        log.warning("bad_bus_payload", error="an event without a message or cursor")
+        return None
+    return event
+
+
+def _encode_page_token(app_id: str, last: Message) -> str:
+    raw = json.dumps([app_id, last.created_us, last.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+MAX_PAGE_TOKEN = 512
+
+
+def _decode_page_token(token: str, app_id: str) -> tuple[int, str]:
+    if len(token) > MAX_PAGE_TOKEN:
+        raise InvalidArgument("is not a page token of this app", field="page_token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        token_app, created_us, message_id = json.loads(raw)
+        if (
+            token_app != app_id
+            or not isinstance(created_us, int)
+            or not isinstance(message_id, str)
+        ):
+            raise ValueError(token)
+    except (ValueError, TypeError, RecursionError, binascii.Error, json.JSONDecodeError):
+        raise InvalidArgument("is not a page token of this app", field="page_token") from None
+    return created_us, message_id

@@ -1,0 +1,260 @@
+"""gRPC server bootstrap shared by every service.
+
+Registers health and reflection next to the service, maps domain errors to status codes
+in one interceptor, logs every RPC, and shuts down in order on SIGTERM: health
+NOT_SERVING, `server.stop(grace)`, then the service's own cleanup (pools, buses).
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from appforge.services.common.errors import AppforgeError, ErrorKind
+from appforge.services.common.logging import get_logger
+from appforge.services.common.metrics import RPC_SECONDS, RPCS
+from appforge.services.common.settings import Settings
+
+log = get_logger(__name__)
+
+_STATUS_BY_KIND = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def grpc_status(error: AppforgeError) -> tuple[grpc.StatusCode, str]:
+    """The status code and details for a domain error (details name the field)."""
+    return _STATUS_BY_KIND[error.kind], str(error)
+
+
+# The stubs' generics are not subscriptable at run time, hence the quoted aliases.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "Callable[[Any, Context], Any]"
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Turns `AppforgeError` into its status code and logs each RPC with its outcome."""
+
+    def __init__(self) -> None:
+        # Handlers are fixed per method once registered: wrap each one once, not per call.
+        self._wrapped: dict[str, MethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+        if handler.unary_unary is not None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            return handler
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+async def _abort(context: Context, method: str, exc: Exception, started: float) -> None:
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    if isinstance(exc, AppforgeError):
+        code, details = grpc_status(exc)
+        log.info("rpc_failed", method=method, code=code.name, details=details, ms=elapsed_ms)
+    else:
+        code, details = grpc.StatusCode.INTERNAL, "internal error"
+        log.exception("rpc_crashed", method=method, error=repr(exc), ms=elapsed_ms)
+    RPCS.labels(method, code.name).inc()
+    await context.abort(code, details)
+
+
+def _wrap_unary(method: str, fn: Handler) -> Handler:
+    async def wrapped(request: Any, context: Context) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await fn(request, context)
+        except asyncio.CancelledError:
+            RPCS.labels(method, "CANCELLED").inc()
+            raise
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _abort(context, method, exc, started)
+        elapsed = time.perf_counter() - started
+        RPCS.labels(method, "OK").inc()
+        RPC_SECONDS.labels(method).observe(elapsed)
+        log.debug("rpc", method=method, ms=round(elapsed * 1000, 2))
+        return response
+
+    return wrapped
+
+
+def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            async for item in fn(request, context):
+                yield item
+        except asyncio.CancelledError:
+            RPCS.labels(method, "CANCELLED").inc()
+            raise
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            await _abort(context, method, exc, started)
+        else:
+            RPCS.labels(method, "OK").inc()
+
+    return wrapped
+
+
+def _is_abort(exc: Exception) -> bool:
+    # context.abort() raises an internal exception that must pass through untouched.
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRegistration:
+    """What one service contributes to a server."""
+
+    name: str  # the fully qualified gRPC service name, e.g. appforge.chat.v1.ChatService
+    register: Callable[[grpc.aio.Server], None]
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection and the error interceptor."""
+
+    def __init__(
+        self,
+        services: Sequence[ServiceRegistration],
+        *,
+        host: str,
+        port: int,
+        max_message_bytes: int,
+        grace: float,
+    ) -> None:
+        self.grace = grace
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._services = services
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=options)
+        for service in services:
+            service.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [s.name for s in services]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpc raises RuntimeError when the port is taken
+            raise OSError(f"cannot listen on {host}:{port}: address in use or not local") from exc
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        self.address = f"{host}:{self.port}"
+
+    @classmethod
+    def serving(
+        cls,
+        service: ServiceRegistration,
+        settings: Settings,
+        *,
+        host: str,
+        port: int,
+    ) -> GrpcServer:
+        """The server of one service process, sized and given its grace by `settings`."""
+        return cls(
+            [service],
+            host=host,
+            port=port,
+            max_message_bytes=settings.limits.max_grpc_message_bytes,
+            grace=settings.shutdown_grace,
+        )
+
+    async def start(self) -> None:
+        await self.server.start()
+        for service in self._services:
+            await self.health.set(service.name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING first, so balancers drain us, then stop with grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace)
+
+
+async def run_until_signalled(
+    servers: Sequence[GrpcServer],
+    cleanup: Callable[[], Awaitable[None]],
+    *,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Start the servers, wait for SIGTERM/SIGINT, then shut down in order."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def _on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(130)
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig)
+    try:
+        for server in servers:
+            await server.start()
+            log.info("serving", address=server.address)
+        if ready is not None:
+            ready()
+        await stop.wait()
+        await asyncio.gather(*(server.stop() for server in servers))
+    finally:
+        await cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")

@@ -1,0 +1,191 @@
+"""Wire the deployer once: engine, bus, store, targets, workers, deliverer, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appforge.api.deployer.v1 import deployer_pb2_grpc
+from appforge.services.common import db
+from appforge.services.common.bus import Bus, create_bus
+from appforge.services.common.clock import Clock, SystemClock
+from appforge.services.common.server import GrpcServer, ServiceRegistration
+from appforge.services.common.settings import Settings
+from appforge.services.deployer.chat_client import GrpcChatNotifier
+from appforge.services.deployer.grpc_api import SERVICE_NAME, DeployerServicer
+from appforge.services.deployer.service import DeployerService
+from appforge.services.deployer.settings import DeploySettings
+from appforge.services.deployer.store import DeploymentStore
+from appforge.services.deployer.targets.base import Target
+from appforge.services.deployer.targets.local import DeployHttpServer, LocalTarget
+from appforge.services.deployer.worker import (
+    ChatNotifier,
+    DeploymentWorker,
+    NoticeDeliverer,
+    WorkerConfig,
+)
+
+
+@dataclass(kw_only=True)
+class DeployerRuntime:
+    """A deployer process's parts; `start_background` starts workers and the HTTP server."""
+
+    service: DeployerService
+    server: GrpcServer
+    engine: AsyncEngine
+    bus: Bus
+    http: DeployHttpServer | None
+    targets: dict[str, Target]
+    workers: list[DeploymentWorker]
+    deliverer: NoticeDeliverer
+    chat: ChatNotifier
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start_background(self) -> None:
+        local = self.targets.get("local")
+        if isinstance(local, LocalTarget):
+            # Staging dirs of crashed publishes; younger ones may be another replica's.
+            stale_after = max(3600.0, 2 * self.service.config.attempt_timeout)
+            await local.sweep_staging(older_than_seconds=stale_after)
+        if self.http is not None:
+            await self.http.start()
+        self.tasks = [
+            asyncio.create_task(w.run(), name=f"deploy-worker-{n}")
+            for n, w in enumerate(self.workers)
+        ]
+        self.tasks.append(asyncio.create_task(self.deliverer.run(), name="deploy-notices"))
+
+    async def close(self) -> None:
+        """After the gRPC server stopped: stop loops, then release targets and pools."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+        for target in self.targets.values():
+            with contextlib.suppress(Exception):
+                await target.close()
+        close_chat = getattr(self.chat, "close", None)
+        if close_chat is not None:
+            await close_chat()
+        await self.bus.close()
+        await self.engine.dispose()
+
+
+def registration(service: DeployerService) -> ServiceRegistration:
+    def register(server: grpc.aio.Server) -> None:
+        deployer_pb2_grpc.add_DeployerServiceServicer_to_server(DeployerServicer(service), server)
+
+    return ServiceRegistration(name=SERVICE_NAME, register=register)
+
+
+def build_targets(config: DeploySettings, data_dir: Path) -> dict[str, Target]:
+    """The targets this process can publish to (s3 only when a bucket is configured)."""
+    targets: dict[str, Target] = {
+        "local": LocalTarget(config.root_under(data_dir), config.public_url)
+    }
+    if config.s3_configured:
+        from appforge.services.deployer.targets.s3 import S3Config, S3Target
+
+        targets["s3"] = S3Target(
+            S3Config(
+                endpoint_url=config.s3_endpoint_url or None,
+                bucket=config.s3_bucket,
+                region=config.s3_region,
+                public_url=config.s3_public_url or None,
+                access_key_id=config.aws_access_key_id or None,
+                secret_access_key=config.aws_secret_access_key or None,
+                read_timeout=config.attempt_timeout,
+            )
+        )
+    return targets
+
+
+def build_deployer(
+    settings: Settings,
+    deploy: DeploySettings | None = None,
+    *,
+    host: str,
+    port: int,
+    http_port: int | None,
+    engine: AsyncEngine | None = None,
+    bus: Bus | None = None,
+    clock: Clock | None = None,
+    chat: ChatNotifier | None = None,
+    targets: dict[str, Target] | None = None,
+) -> DeployerRuntime:
+    """Everything the deployer needs, built from settings (or handed in by tests).
+
+    `http_port` None serves no HTTP (another process serves the deploy root).
+    """
+    deploy = deploy or DeploySettings()
+    engine = engine or db.create_engine(
+        settings.resolved_database_url(), pool_size=settings.db_pool_size
+    )
+    bus = bus or create_bus(settings.redis_url)
+    clock = clock or SystemClock()
+    chat = chat or GrpcChatNotifier(settings.chat_addr)
+    targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
+    store = DeploymentStore(engine)
+    wake = asyncio.Event()
+    service = DeployerService(
+        store,
+        bus,
+        clock,
+        settings,
+        deploy,
+        wake_workers=wake,
+        available_targets=list(targets),
+    )
+    deliverer_wake = asyncio.Event()
+
+    async def on_change(deployment_id: str) -> None:
+        deliverer_wake.set()  # a deployment that just ended has a notice to deliver
+        await service.changed(deployment_id)
+
+    config = WorkerConfig(lease=deploy.lease, poll_interval=deploy.poll_interval)
+    identity = f"{socket.gethostname()[:40]}:{os.getpid()}"
+    workers = [
+        DeploymentWorker(
+            worker_id=f"{identity}:{n}",
+            store=store,
+            targets=targets,
+            clock=clock,
+            config=config,
+            wake=wake,
+            on_change=on_change,
+        )
+        for n in range(deploy.workers)
+    ]
+    deliverer = NoticeDeliverer(
+        store=store,
+        chat=chat,
+        clock=clock,
+        poll_interval=deploy.poll_interval,
+        wake=deliverer_wake,
+    )
+
+    server = GrpcServer.serving(registration(service), settings, host=host, port=port)
+    http = (
+        DeployHttpServer(deploy.root_under(settings.data_dir), host, http_port)
+        if http_port is not None
+        else None
+    )
+    return DeployerRuntime(
+        service=service,
+        server=server,
+        engine=engine,
+        bus=bus,
+        http=http,
+        targets=targets,
+        workers=workers,
+        deliverer=deliverer,
+        chat=chat,
+    )

@@ -1,1 +1,0 @@
-"""The three appforge services and what they share."""
