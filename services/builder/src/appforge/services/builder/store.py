@@ -16,7 +16,6 @@ from enum import IntEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from appforge.services.builder.tables import (
@@ -26,7 +25,7 @@ from appforge.services.builder.tables import (
     executions,
     tool_calls,
 )
-from appforge.services.common.db import is_postgres, translate_errors
+from appforge.services.common.db import is_postgres, translate_errors, upsert_insert
 from appforge.services.common.errors import AlreadyExists, NotFound
 from appforge.services.common.flow import ToolStatus
 
@@ -135,9 +134,6 @@ class ExecutionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if is_postgres(self.engine) else sqlite.insert)(table)
-
     async def create(
         self,
         *,
@@ -155,7 +151,7 @@ class ExecutionStore:
         """
         async with translate_errors("creating an execution"), self.engine.begin() as conn:
             inserted = await conn.execute(
-                self._insert(executions)
+                upsert_insert(self.engine, executions)
                 .values(
                     id=execution_id,
                     app_id=app_id,
@@ -367,7 +363,7 @@ class ExecutionStore:
         ]
         async with translate_errors("recording tool calls"), self.engine.begin() as conn:
             await conn.execute(
-                self._insert(tool_calls).on_conflict_do_nothing(
+                upsert_insert(self.engine, tool_calls).on_conflict_do_nothing(
                     index_elements=["execution_id", "call_id"]
                 ),
                 rows,
@@ -490,7 +486,7 @@ class ExecutionStore:
         async with translate_errors("saving an app version"), self.engine.begin() as conn:
             inserted = (
                 await conn.execute(
-                    self._insert(app_versions)
+                    upsert_insert(self.engine, app_versions)
                     .values(
                         id=version_id, app_id=app_id, execution_id=execution_id, created_us=now_us
                     )
@@ -534,7 +530,7 @@ class ExecutionStore:
         """True for exactly one caller per execution: the one that may call Deploy."""
         async with translate_errors("claiming the deployment"), self.engine.begin() as conn:
             inserted = await conn.execute(
-                self._insert(deploy_requests)
+                upsert_insert(self.engine, deploy_requests)
                 .values(
                     execution_id=execution_id, app_version_id=app_version_id, requested_us=now_us
                 )

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -71,6 +73,12 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     """True on PostgreSQL, False on SQLite."""
     return engine.dialect.name == "postgresql"
+
+
+def upsert_insert(bind: AsyncEngine | AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT of the bind's dialect, the kind that supports ON CONFLICT (PostgreSQL or
+    SQLite); typed Any because the two dialects' Insert classes share no such base."""
+    return (postgresql.insert if is_postgres(bind) else sqlite.insert)(table)
 
 
 @asynccontextmanager

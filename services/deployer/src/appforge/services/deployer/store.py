@@ -17,10 +17,9 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from appforge.services.common.db import is_postgres, translate_errors
+from appforge.services.common.db import is_postgres, translate_errors, upsert_insert
 from appforge.services.common.errors import FailedPrecondition, NotFound
 from appforge.services.deployer.domain import (
     US,
@@ -86,9 +85,6 @@ class DeploymentStore:
         self.engine = engine
         self.rng = rng or random.Random()
 
-    def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if is_postgres(self.engine) else sqlite.insert)(table)
-
     def _lock(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update(skip_locked=True) if is_postgres(self.engine) else stmt
 
@@ -101,7 +97,7 @@ class DeploymentStore:
         async with translate_errors("creating a deployment"), self.engine.begin() as conn:
             inserted = (
                 await conn.execute(
-                    self._insert(deployments)
+                    upsert_insert(self.engine, deployments)
                     .values(
                         id=deployment_id,
                         app_id=request.app_id,
@@ -367,7 +363,7 @@ class DeploymentStore:
                 error=reason,
             )
             await conn.execute(
-                self._insert(outbox)
+                upsert_insert(self.engine, outbox)
                 .values(
                     deployment_id=row.id,
                     app_id=row.app_id,

@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -45,13 +44,8 @@ from appforge.services.chat.store.rows import (
 )
 from appforge.services.chat.store.tables import apps, flow_items, messages, tool_calls
 from appforge.services.common.clock import HybridClock
-from appforge.services.common.db import is_postgres, translate_errors
+from appforge.services.common.db import is_postgres, translate_errors, upsert_insert
 from appforge.services.common.errors import AlreadyExists, NotFound
-
-
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    """A dialect-specific INSERT that supports ON CONFLICT."""
-    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 class MessageStore:
@@ -155,7 +149,7 @@ class MessageStore:
                 "created_us": now,
                 "updated_us": now,
             }
-            stmt = _insert(conn, messages).values(**values)
+            stmt = upsert_insert(conn, messages).values(**values)
             if request_id is not None:
                 stmt = stmt.on_conflict_do_nothing(index_elements=["app_id", "request_id"])
             inserted = (await conn.execute(stmt.returning(messages.c.id))).first()
@@ -237,7 +231,7 @@ class MessageStore:
             await self._require_app(conn, upsert.app_id)
             now = self.clock.tick()
             stmt = (
-                _insert(conn, messages)
+                upsert_insert(conn, messages)
                 .values(
                     id=new_id(),
                     app_id=upsert.app_id,
