@@ -8,7 +8,8 @@ from appforge.api.builder.v1 import builder_pb2
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.domain import clip_json
 from appforge.services.builder.store import StoredCall, StoredExecution, StoredVersion
-from appforge.services.common.flow import ToolStatus
+from appforge.services.common.flow import ToolCall, ToolStatus
+from appforge.services.common.flow_proto import call_to_proto
 from appforge.services.common.proto import timestamp
 
 
@@ -44,17 +45,17 @@ def tool_call(
     deadline_us: int | None = None,
 ) -> flow_pb2.ToolCall:
     """A call as chat and Build clients see it (JSON over `json_limit` summarised)."""
-    out = flow_pb2.ToolCall(
-        call_id=call_id,
-        name=name,
-        status=int(status),  # type: ignore[arg-type]
-        arguments_json=clip_json(arguments_json, json_limit) if arguments_json else "",
-        result_json=clip_json(result_json, json_limit) if result_json else "",
-        error=error,
+    return call_to_proto(
+        ToolCall(
+            call_id=call_id,
+            name=name,
+            status=status,
+            arguments_json=clip_json(arguments_json, json_limit) if arguments_json else "",
+            result_json=clip_json(result_json, json_limit) if result_json else "",
+            error=error,
+            deadline_us=deadline_us,
+        )
     )
-    if deadline_us is not None:
-        out.deadline.CopyFrom(timestamp(deadline_us))
-    return out
 
 
 def stored_call(call: StoredCall, json_limit: int) -> flow_pb2.ToolCall:

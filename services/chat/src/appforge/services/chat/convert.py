@@ -23,6 +23,8 @@ from appforge.services.chat.validation import (
     json_safe,
 )
 from appforge.services.common.errors import InvalidArgument
+from appforge.services.common.flow_proto import call_to_proto as call_to_proto
+from appforge.services.common.flow_proto import item_to_proto as item_to_proto
 from appforge.services.common.proto import struct, timestamp
 
 
@@ -30,31 +32,6 @@ def app_to_proto(app: App) -> chat_pb2.App:
     return chat_pb2.App(
         id=app.id, team_id=app.team_id, name=app.name, created_at=timestamp(app.created_us)
     )
-
-
-def call_to_proto(call: ToolCall) -> flow_pb2.ToolCall:
-    out = flow_pb2.ToolCall(
-        call_id=call.call_id,
-        name=call.name,
-        status=int(call.status),  # type: ignore[arg-type]
-        arguments_json=call.arguments_json,
-        result_json=call.result_json,
-        error=call.error,
-    )
-    if call.deadline_us is not None:
-        out.deadline.CopyFrom(timestamp(call.deadline_us))
-    return out
-
-
-def item_to_proto(item: FlowItem, execution_id: str) -> flow_pb2.FlowItem:
-    out = flow_pb2.FlowItem(execution_id=execution_id, seq=item.seq)
-    if item.timestamp_us is not None:
-        out.timestamp.CopyFrom(timestamp(item.timestamp_us))
-    if item.kind is ItemKind.MESSAGE:
-        out.message.text = item.text
-    else:
-        out.tools.calls.extend(call_to_proto(c) for c in item.calls)
-    return out
 
 
 def message_to_proto(message: Message) -> chat_pb2.ChatMessage:

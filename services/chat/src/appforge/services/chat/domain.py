@@ -13,6 +13,9 @@ from enum import IntEnum
 from typing import Any
 
 from appforge.services.common.errors import FailedPrecondition, InvalidArgument
+from appforge.services.common.flow import FlowItem as FlowItem
+from appforge.services.common.flow import ItemKind as ItemKind
+from appforge.services.common.flow import ToolCall as ToolCall
 from appforge.services.common.flow import ToolStatus as ToolStatus
 
 
@@ -43,37 +46,6 @@ TOOL_RANK = {
     ToolStatus.TIMED_OUT: 2,
     ToolStatus.CANCELLED: 2,
 }
-
-
-class ItemKind(IntEnum):
-    """The body of a flow item."""
-
-    MESSAGE = 1
-    TOOLS = 2
-
-
-@dataclass(frozen=True, kw_only=True)
-class ToolCall:
-    """One tool invocation, keyed by (execution_id, call_id)."""
-
-    call_id: str
-    name: str = ""
-    status: ToolStatus = ToolStatus.PENDING
-    arguments_json: str = ""
-    result_json: str = ""
-    error: str = ""
-    deadline_us: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlowItem:
-    """One entry of an execution's flow: text, or a batch of tool calls."""
-
-    seq: int
-    kind: ItemKind
-    timestamp_us: int | None = None
-    text: str = ""
-    calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -18,3 +19,34 @@ class ToolStatus(IntEnum):
     @property
     def terminal(self) -> bool:
         return self >= ToolStatus.SUCCEEDED
+
+
+class ItemKind(IntEnum):
+    """The body of a flow item."""
+
+    MESSAGE = 1
+    TOOLS = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    """One tool invocation, keyed by (execution_id, call_id)."""
+
+    call_id: str
+    name: str = ""
+    status: ToolStatus = ToolStatus.PENDING
+    arguments_json: str = ""
+    result_json: str = ""
+    error: str = ""
+    deadline_us: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowItem:
+    """One entry of an execution's flow: text, or a batch of tool calls."""
+
+    seq: int
+    kind: ItemKind
+    timestamp_us: int | None = None
+    text: str = ""
+    calls: tuple[ToolCall, ...] = ()
