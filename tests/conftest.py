@@ -19,6 +19,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -74,7 +75,10 @@ def _tcp_open(url: str, default_port: int) -> bool:
 @contextlib.contextmanager
 def _containers() -> Iterator[Infra]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        # Older testcontainers only had the top-level modules, which newer ones deprecate.
+        warnings.filterwarnings(
+            "ignore", message=r"testcontainers\.\w+ is deprecated", category=DeprecationWarning
+        )
         try:
             from testcontainers.community.postgres import PostgresContainer
             from testcontainers.community.redis import RedisContainer
@@ -168,3 +172,17 @@ def pytest_report_header(config: pytest.Config) -> str:
         )
         return f"appforge infra: testcontainers ({', '.join(images)})"
     return "appforge infra: local servers (TEST_DATABASE_URL / TEST_REDIS_URL or 127.0.0.1)"
+
+
+# The suite a test belongs to is the folder it lives in; the markers say the same, so
+# `pytest -m "not e2e"` (or `-m integration`) selects across folders and no module can forget one.
+_SUITE_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_root = Path(__file__).parent
+    for item in items:
+        suite = item.path.relative_to(tests_root).parts[0]
+        marker = _SUITE_MARKERS.get(suite)
+        if marker is not None:
+            item.add_marker(marker)
