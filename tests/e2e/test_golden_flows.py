@@ -30,8 +30,6 @@ from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, 
 from tests.e2e.conftest import Cli, ServiceProcess, appforge, free_port, wait_serving
 from tests.helpers import watching
 
-
-
 Spawn = Any
 
 
