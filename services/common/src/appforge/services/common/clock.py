@@ -1,4 +1,4 @@
-"""Clocks: the wall clock behind a protocol, and the hybrid clock of DESIGN.md.
+"""Clocks: the wall clock behind a protocol, and the hybrid clock that orders flow items.
 
 The hybrid clock hands out microsecond stamps `max(now_us, last_us + 1)`: strictly
 increasing even when the wall clock stalls or steps back, and never further ahead of the
