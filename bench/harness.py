@@ -48,15 +48,25 @@ def free_port() -> int:
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _proc_cpu_s(stat_path: Path) -> tuple[str, float] | None:
-    """(command name, user+system CPU seconds of all its threads), from /proc/<pid>/stat."""
+def proc_stat(stat_path: Path) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a /proc/<pid>[/task/<tid>]/stat file; the
+    fields are numbered from 0 = state, so 1 is the parent pid, 11 and 12 utime and stime."""
     try:
         raw = stat_path.read_text()
     except OSError:
         return None
-    name = raw[raw.find("(") + 1 : raw.rfind(")")]
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return name, (int(fields[11]) + int(fields[12])) / _TICKS
+    return raw[raw.find("(") + 1 : raw.rfind(")")], raw[raw.rfind(")") + 2 :].split()
+
+
+def stat_cpu_s(fields: Sequence[str]) -> float:
+    """User+system CPU seconds, from the fields `proc_stat` returns."""
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _proc_cpu_s(stat_path: Path) -> tuple[str, float] | None:
+    """(command name, user+system CPU seconds of all its threads), from /proc/<pid>/stat."""
+    found = proc_stat(stat_path)
+    return None if found is None else (found[0], stat_cpu_s(found[1]))
 
 
 CHANNEL_OPTIONS = [
