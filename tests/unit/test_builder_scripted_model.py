@@ -3,9 +3,12 @@ it writes (well-formed HTML, safe JS, and working logic, checked under Node)."""
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import json
 import re
+import string
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,10 @@ from tests.app_checks import parse_html, run_node
 MAX_TURNS = 10
 APP_FILES = {"index.html", "styles.css", "app.js"}
 XSS_PROMPT = '<script>alert(1)</script> & "friends"'
+REPO = Path(__file__).resolve().parents[2]
+BUILDER_PYPROJECT = REPO / "services" / "builder" / "pyproject.toml"
+# The source tree's copy, read with pathlib: the model loads its own through importlib.resources.
+TEMPLATES = BUILDER_PYPROJECT.parent / "src/appforge/services/builder/models/templates"
 
 PROMPTS = {
     AppKind.CALCULATOR: "build a calculator",
@@ -144,9 +151,38 @@ def test_classify_picks_the_kind_by_whole_keywords(prompt: str, kind: AppKind) -
     assert classify(prompt) is kind
 
 
-def test_scripted_model_name() -> None:
-    model: Model = ScriptedModel()
-    assert model.name == "scripted"
+def stored_templates() -> dict[str, dict[str, bytes]]:
+    """Every template folder in the source tree, by name, with its files' bytes."""
+    return {
+        folder.name: {file.name: file.read_bytes() for file in folder.iterdir()}
+        for folder in TEMPLATES.iterdir()
+        if folder.is_dir() and not folder.name.startswith("__")
+    }
+
+
+def test_template_folders_are_the_app_kinds_and_all_ship_as_package_data() -> None:
+    pyproject = tomllib.loads(BUILDER_PYPROJECT.read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    stored = stored_templates()
+
+    assert stored.keys() == {kind.value for kind in AppKind}
+    for folder, files in stored.items():
+        assert files.keys() == APP_FILES, folder
+        for name in files:
+            assert any(fnmatch.fnmatch(name, glob) for glob in globs), (folder, name, globs)
+
+
+@pytest.mark.parametrize("kind", list(AppKind))
+def test_the_model_writes_its_template_folder_byte_for_byte(kind: AppKind) -> None:
+    expected = stored_templates()[kind.value]
+    if kind is AppKind.PLAIN:
+        page = string.Template(expected["index.html"].decode("utf-8"))
+        escaped = html.escape(PROMPTS[kind])
+        expected["index.html"] = page.substitute(title=escaped, heading=escaped).encode("utf-8")
+
+    written = {path: content.encode("utf-8") for path, content in app_files_for(kind).items()}
+
+    assert written == expected
 
 
 @pytest.mark.parametrize("kind", list(AppKind))
