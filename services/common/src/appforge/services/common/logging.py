@@ -90,3 +90,6 @@ def configure_logging(level: str = "INFO", fmt: str = "logfmt") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every plugin it loads and every revision it applies at INFO: two dozen
+    # lines before a first `appforge up` says where it listens. Its warnings still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
