@@ -1,11 +1,17 @@
-"""The in-process bus and the bounded subscription queue with its resync marker."""
+"""The in-process bus, the bounded subscription queue with its resync marker, and what the
+marker is for: a watcher that fell behind re-reads what it missed."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import pytest
 
+from appforge.services.chat.convert import ProtoChangeCodec
+from appforge.services.chat.domain import App, Message, MessageStatus, Role
+from appforge.services.chat.service import ChatService
+from appforge.services.chat.store import MessageStore
 from appforge.services.common.bus import (
     QUEUE_SIZE,
     RESYNC,
@@ -15,6 +21,7 @@ from appforge.services.common.bus import (
     _LocalFanout,
     create_bus,
 )
+from appforge.services.common.settings import Settings
 
 TIMEOUT = 5.0
 
@@ -29,8 +36,72 @@ async def assert_nothing_queued(sub: Subscription) -> None:
     assert await next_payload(sub) == b"<marker>"
 
 
-def test_resync_marker_is_none() -> None:
-    assert RESYNC is None
+class ChangeLog:
+    """Stands in for the chat store: user messages of one app, each at the next cursor."""
+
+    def __init__(self, app_id: str) -> None:
+        self.app = App(id=app_id, team_id="team", name="app", created_us=1)
+        self.messages: list[Message] = []
+        self.reads: list[int] = []  # the cursor of every catch-up read, in order
+
+    async def get_app(self, app_id: str) -> App:
+        assert app_id == self.app.id
+        return self.app
+
+    async def post_user_message(
+        self, app_id: str, content: str, request_id: str | None
+    ) -> tuple[Message, bool]:
+        cursor = len(self.messages) + 1
+        message = Message(
+            id=f"m{cursor}",
+            app_id=app_id,
+            role=Role.USER,
+            execution_id=None,
+            content=content,
+            status=MessageStatus.COMPLETED,
+            metadata={},
+            version=1,
+            created_us=cursor,
+            updated_us=cursor,
+            cursor=cursor,
+        )
+        self.messages.append(message)
+        return message, True
+
+    async def changed_after(self, app_id: str, cursor: int, limit: int) -> list[Message]:
+        self.reads.append(cursor)
+        return [m for m in self.messages if m.cursor > cursor][:limit]
+
+
+async def test_a_watcher_that_falls_behind_gets_the_marker_and_rereads_what_it_missed() -> None:
+    """What the marker is for: a consumer whose queue overflowed learns it, and resyncs
+    from the database instead of waiting, with a gap, for the next poll."""
+    bus = InProcessBus()
+    log = ChangeLog("app-1")
+    # A poll interval far beyond the test's timeouts: only the marker can trigger the read.
+    settings = Settings(watch_poll_interval=3600.0)
+    chat = ChatService(cast(MessageStore, log), bus, settings, changes=ProtoChangeCodec())
+    await chat.post_user_message("app-1", "before the watch", "")
+    watch = chat.watch_app("app-1", 0)
+    replayed = await asyncio.wait_for(anext(watch), TIMEOUT)  # subscribed, then replayed
+    assert (replayed.cursor, log.reads) == (1, [0])
+
+    # The watcher reads nothing while more changes than its queue holds are published.
+    behind = QUEUE_SIZE + 1
+    for n in range(behind):
+        await chat.post_user_message("app-1", f"while away {n}", "")
+    got = [(await asyncio.wait_for(anext(watch), TIMEOUT)).message for _ in range(behind)]
+    assert [m.cursor for m in got] == list(range(2, behind + 2))
+    assert got == log.messages[1:]
+    assert log.reads[:2] == [0, 1]  # the marker made it re-read from where it was
+
+    # Caught up, it follows the bus again: the next change arrives without a read.
+    reads = len(log.reads)
+    await chat.post_user_message("app-1", "live again", "")
+    live = await asyncio.wait_for(anext(watch), TIMEOUT)
+    assert (live.cursor, live.message.content) == (behind + 2, "live again")
+    assert len(log.reads) == reads
+    await watch.aclose()  # type: ignore[attr-defined]
 
 
 async def test_subscription_yields_payloads_in_order() -> None:

@@ -9,6 +9,8 @@ import pytest
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.chat.convert import (
+    ProtoChangeCodec,
+    change_to_proto,
     message_from_proto,
     message_to_proto,
     timestamp,
@@ -19,6 +21,7 @@ from appforge.services.chat.domain import (
     FlowItem,
     ItemKind,
     Message,
+    MessageChanged,
     MessageStatus,
     Role,
     ToolCall,
@@ -149,6 +152,45 @@ def test_user_message_to_proto_has_no_execution() -> None:
 def test_timestamp_keeps_microseconds() -> None:
     ts = timestamp(T0)
     assert (ts.seconds, ts.nanos) == (1_700_000_000, 123_456_000)
+
+
+# --- changes on the bus --------------------------------------------------------------------
+
+CODEC = ProtoChangeCodec()
+
+
+def test_a_change_crosses_the_bus_as_the_event_watchers_are_sent() -> None:
+    change = MessageChanged(cursor=42, message=assistant_message())
+    payload = CODEC.encode(change)
+    assert chat_pb2.MessageEvent.FromString(payload) == change_to_proto(change)
+    relayed = CODEC.decode(payload)
+    assert relayed is not None
+    assert relayed.cursor == 42
+    assert relayed.message == change.message
+
+
+def test_a_payload_is_parsed_once_and_relayed_without_conversion() -> None:
+    payload = CODEC.encode(MessageChanged(cursor=7, message=user_message()))
+    first, again = CODEC.decode(payload), CODEC.decode(bytes(payload))
+    assert first is not None and first is again  # one parse per process, shared by watchers
+    event = change_to_proto(first)
+    assert event is change_to_proto(again)  # the servicer relays it as parsed
+    assert event.SerializeToString() == payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"\xff\xff\xff", id="not-protobuf"),
+        pytest.param(b"", id="no-message"),
+        pytest.param(
+            chat_pb2.MessageEvent(message=chat_pb2.ChatMessage(id="m")).SerializeToString(),
+            id="no-cursor",
+        ),
+    ],
+)
+def test_a_payload_that_is_not_a_change_decodes_to_none(payload: bytes) -> None:
+    assert CODEC.decode(payload) is None
 
 
 # --- upsert_from_proto ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appforge.api.chat.v1 import chat_pb2_grpc
+from appforge.services.chat.convert import ProtoChangeCodec
 from appforge.services.chat.grpc_api import SERVICE_NAME, ChatServicer
 from appforge.services.chat.service import ChatService
 from appforge.services.chat.store import MessageStore
@@ -55,6 +56,7 @@ def build_chat(
         settings.resolved_database_url(), pool_size=settings.db_pool_size
     )
     bus = bus or create_bus(settings.redis_url)
-    service = ChatService(MessageStore(engine, clock or HybridClock()), bus, settings)
+    store = MessageStore(engine, clock or HybridClock())
+    service = ChatService(store, bus, settings, changes=ProtoChangeCodec())
     server = GrpcServer.serving(registration(service), settings, host=host, port=port)
     return ChatRuntime(service=service, server=server, engine=engine, bus=bus)

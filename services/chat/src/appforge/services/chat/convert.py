@@ -1,7 +1,12 @@
-"""Protobuf <-> chat domain. The only chat module besides grpc_api that knows protobuf."""
+"""Protobuf <-> chat domain. The only chat module besides grpc_api that knows protobuf.
+
+It also carries changes on the bus (`ProtoChangeCodec`): as the serialised
+`chat.v1.MessageEvent` watchers are sent, so that relaying a change costs no conversion.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from google.protobuf import json_format
@@ -11,9 +16,11 @@ from appforge.api.flow.v1 import flow_pb2
 from appforge.services.chat.domain import (
     App,
     AssistantUpsert,
+    Change,
     FlowItem,
     ItemKind,
     Message,
+    MessageChanged,
     MessageStatus,
     Role,
     ToolCall,
@@ -25,7 +32,10 @@ from appforge.services.chat.validation import (
 from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.flow_proto import call_to_proto as call_to_proto
 from appforge.services.common.flow_proto import item_to_proto as item_to_proto
+from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct, timestamp
+
+log = get_logger(__name__)
 
 
 def app_to_proto(app: App) -> chat_pb2.App:
@@ -143,3 +153,63 @@ def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> Assist
         status=status,
         metadata=metadata,
     )
+
+
+# --- changes, for watchers and on the bus --------------------------------------------------
+
+
+class PublishedChange:
+    """A change as the bus delivered it: the parsed event, relayed to watchers as is.
+
+    Every watcher of an app in this process shares one of these per change (see
+    `ProtoChangeCodec.decode`), so fan-out costs no conversion; its `message` is converted
+    to a domain value only if someone asks for it.
+    """
+
+    def __init__(self, event: chat_pb2.MessageEvent) -> None:
+        self.event = event
+
+    @property
+    def cursor(self) -> int:
+        return self.event.cursor
+
+    @functools.cached_property
+    def message(self) -> Message:
+        return message_from_proto(self.event.message)
+
+
+def change_to_proto(change: Change) -> chat_pb2.MessageEvent:
+    """The event a watcher is sent (a published change is already one)."""
+    if isinstance(change, PublishedChange):
+        return change.event
+    return chat_pb2.MessageEvent(cursor=change.cursor, message=message_to_proto(change.message))
+
+
+class ProtoChangeCodec:
+    """Changes on the bus as serialised `chat.v1.MessageEvent`s (the service's codec).
+
+    A writer serialises each change once; a process parses each payload once, however
+    many of its watchers relay it.
+    """
+
+    def encode(self, change: MessageChanged) -> bytes:
+        return change_to_proto(change).SerializeToString()
+
+    def decode(self, payload: bytes) -> PublishedChange | None:
+        """The change a payload carries, or None for one that is not a change event."""
+        return _decode_change(payload)
+
+
+# Every watcher of an app receives the same payload: parse it once. Watchers only read
+# the event (gRPC serialises it per stream), so sharing one object is safe.
+@functools.lru_cache(maxsize=64)
+def _decode_change(payload: bytes) -> PublishedChange | None:
+    try:
+        event = chat_pb2.MessageEvent.FromString(payload)
+    except Exception as exc:  # a foreign or corrupt payload: the watcher resyncs instead
+        log.warning("bad_bus_payload", error=repr(exc))
+        return None
+    if not event.HasField("message") or event.cursor < 1:
+        log.warning("bad_bus_payload", error="an event without a message or cursor")
+        return None
+    return PublishedChange(event)

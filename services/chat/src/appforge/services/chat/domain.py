@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 from appforge.services.common.errors import FailedPrecondition, InvalidArgument
 from appforge.services.common.flow import FlowItem as FlowItem
@@ -75,6 +75,31 @@ class Message:
     cursor: int
     request_id: str | None = None
     flow: tuple[FlowItem, ...] = ()
+
+
+class Change(Protocol):
+    """What a watcher of an app is told: a message's state after a change, at the app's
+    change cursor.
+
+    Cursors are dense per app and commit in order, so a watcher that has seen cursor n
+    missed nothing when the next change it gets is at n + 1. `MessageChanged` is the plain
+    value; the transport that carries changes between processes may relay its own kind
+    (one decoded once per process, its message converted only when asked for).
+    """
+
+    @property
+    def cursor(self) -> int: ...
+
+    @property
+    def message(self) -> Message: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageChanged:
+    """A `Change` as a plain value: a message as stored, at its change cursor."""
+
+    cursor: int
+    message: Message
 
 
 @dataclass(frozen=True, kw_only=True)

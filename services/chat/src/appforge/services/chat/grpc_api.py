@@ -65,5 +65,5 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def WatchApp(
         self, request: chat_pb2.WatchAppRequest, context: Context
     ) -> AsyncIterator[chat_pb2.MessageEvent]:
-        async for event in self.service.watch_app(request.app_id, request.after_cursor):
-            yield event
+        async for change in self.service.watch_app(request.app_id, request.after_cursor):
+            yield convert.change_to_proto(change)

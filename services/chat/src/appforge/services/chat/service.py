@@ -6,16 +6,16 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import json
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-from appforge.api.chat.v1 import chat_pb2
-from appforge.services.chat import convert
 from appforge.services.chat.domain import (
     App,
     AssistantUpsert,
+    Change,
     Message,
+    MessageChanged,
 )
 from appforge.services.chat.metrics import ASSISTANT_MESSAGES_CREATED, ASSISTANT_UPSERTS
 from appforge.services.chat.store import MessageStore
@@ -42,12 +42,29 @@ REORDER_WAIT_S = 0.05
 REORDER_MAX = 64
 
 
+class ChangeCodec(Protocol):
+    """How changes travel on the bus between processes (the bootstrap picks one).
+
+    `encode` runs once per change, in the writer; `decode` once per payload and process,
+    whatever the number of watchers, and may return its own kind of `Change` so that
+    watchers relay it without converting it again. `None` means "not a change": the
+    watcher resyncs from the database.
+    """
+
+    def encode(self, change: MessageChanged) -> bytes: ...
+
+    def decode(self, payload: bytes) -> Change | None: ...
+
+
 class ChatService:
     """Apps and their messages; exactly one assistant message per execution."""
 
-    def __init__(self, store: MessageStore, bus: Bus, settings: Settings) -> None:
+    def __init__(
+        self, store: MessageStore, bus: Bus, settings: Settings, *, changes: ChangeCodec
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.changes = changes
         self.settings = settings
         self.limits = settings.limits
 
@@ -114,18 +131,16 @@ class ChatService:
         page = page[:size]
         return page, _encode_page_token(app_id, page[-1])
 
-    async def watch_app(
-        self, app_id: str, after_cursor: int
-    ) -> AsyncIterator[chat_pb2.MessageEvent]:
+    async def watch_app(self, app_id: str, after_cursor: int) -> AsyncIterator[Change]:
         """Every message changed after `after_cursor` (latest state), then live changes.
 
-        Cursors are dense per app and commit in order, so a live event whose cursor is
-        exactly one past the last one sent can be forwarded as is. Events that arrive
+        Cursors are dense per app and commit in order, so a live change whose cursor is
+        exactly one past the last one sent can be forwarded as is. Changes that arrive
         early are held until the gap fills (at most REORDER_WAIT_S); a gap that stays,
         a resync marker or a quiet poll interval triggers a catch-up from the database.
 
-        Live events are relayed as the `MessageEvent` the writer published, parsed once
-        per process however many watchers there are: fan-out costs no conversion.
+        Live changes are relayed as `self.changes` decoded them, once per process however
+        many watchers there are: fan-out costs no conversion.
         """
         require_id(app_id, "app_id", self.limits)
         if after_cursor < 0:
@@ -136,7 +151,7 @@ class ChatService:
             async for replayed in self._catch_up(app_id, last):
                 last = replayed.cursor
                 yield replayed
-            early: dict[int, chat_pb2.MessageEvent] = {}
+            early: dict[int, Change] = {}
             loop = asyncio.get_running_loop()
             gap_deadline = 0.0
             while True:
@@ -147,16 +162,16 @@ class ChatService:
                     wait = self.settings.watch_poll_interval
                 with contextlib.suppress(TimeoutError):
                     payload = await asyncio.wait_for(subscription.get(), timeout=wait)
-                event = _decode_event(payload) if payload is not None else None
-                if event is not None:
-                    if event.cursor > last:
+                change = self.changes.decode(payload) if payload is not None else None
+                if change is not None:
+                    if change.cursor > last:
                         if not early:
                             gap_deadline = loop.time() + REORDER_WAIT_S
-                        early[event.cursor] = event
+                        early[change.cursor] = change
                     while last + 1 in early:
-                        event = early.pop(last + 1)
-                        last = event.cursor
-                        yield event
+                        change = early.pop(last + 1)
+                        last = change.cursor
+                        yield change
                     if len(early) < REORDER_MAX:
                         continue
                 # A gap that did not fill in time, a resync marker, a bad payload or a
@@ -166,11 +181,11 @@ class ChatService:
                     last = missed.cursor
                     yield missed
 
-    async def _catch_up(self, app_id: str, after: int) -> AsyncIterator[chat_pb2.MessageEvent]:
+    async def _catch_up(self, app_id: str, after: int) -> AsyncIterator[Change]:
         while True:
             page = await self.store.changed_after(app_id, after, CATCH_UP_PAGE)
             for message in page:
-                yield _event(message)
+                yield MessageChanged(cursor=message.cursor, message=message)
             if len(page) < CATCH_UP_PAGE:
                 return
             after = page[-1].cursor
@@ -179,7 +194,7 @@ class ChatService:
         # The change is committed; a lost publish only delays watchers until their next
         # catch-up, so it must never fail the write.
         try:
-            payload = _event(message).SerializeToString()
+            payload = self.changes.encode(MessageChanged(cursor=message.cursor, message=message))
             await self.bus.publish(keys.app_changes_channel(message.app_id), payload)
         except Exception as exc:
             log.warning(
@@ -188,25 +203,6 @@ class ChatService:
                 execution_id=message.execution_id or "",
                 error=repr(exc),
             )
-
-
-def _event(message: Message) -> chat_pb2.MessageEvent:
-    return chat_pb2.MessageEvent(cursor=message.cursor, message=convert.message_to_proto(message))
-
-
-# Every watcher of an app receives the same payload: parse it once. Watchers only read
-# the event (gRPC serialises it per stream), so sharing one object is safe.
-@functools.lru_cache(maxsize=64)
-def _decode_event(payload: bytes) -> chat_pb2.MessageEvent | None:
-    try:
-        event = chat_pb2.MessageEvent.FromString(payload)
-    except Exception as exc:  # a foreign or corrupt payload: resync instead
-        log.warning("bad_bus_payload", error=repr(exc))
-        return None
-    if not event.HasField("message") or event.cursor < 1:
-        log.warning("bad_bus_payload", error="an event without a message or cursor")
-        return None
-    return event
 
 
 def _encode_page_token(app_id: str, last: Message) -> str:

@@ -1,10 +1,13 @@
-"""The chat service's tables and every query it runs.
+"""The chat service's tables and every query it runs, one module per concept.
 
-Concurrency safety comes from the database: a unique key on `execution_id` with
-`INSERT … ON CONFLICT DO NOTHING` creates an execution's message exactly once, and the
-message row lock (`SELECT … FOR UPDATE`) serialises every later write to it. Each app
-row carries a change counter bumped inside the writing transaction, so change cursors
-are dense and commit in order (see `ChatService.watch_app`).
+- `tables`: the tables (the migrations build exactly these); `rows`: rows <-> domain values.
+- `apps`: apps and each app's change counter, bumped inside every writing transaction, so
+  change cursors are dense and commit in order (see `ChatService.watch_app`).
+- `user_messages`: user messages, idempotent by `request_id`.
+- `assistant` (SQLAlchemy) and `pg_writer` (PostgreSQL, one statement): the one assistant
+  message per execution, created exactly once by a unique key on `execution_id` with
+  `INSERT … ON CONFLICT DO NOTHING` and serialised by the message's row lock.
+- `reads`: messages with their flows; `messages`: `MessageStore`, which ties them together.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 `chat_upsert_assistant` (migration chat_0002) locks or creates the execution's message,
 merges the items with the rules of `domain.py`, bumps the app's change cursor and returns
 the message with its flow, all in one statement, so no lock is ever held across a round
-trip to this process. The portable path in `messages.py` (used on SQLite) applies the same
-rules in Python; tests/integration/test_pg_upsert_function.py keeps the two in agreement.
+trip to this process. The portable path in `assistant.py` (used on SQLite) applies the same
+rules in Python; tests/integration/test_store_agrees_with_domain.py keeps both in agreement
+with the domain.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class PgAssistantWriter:
         return self._pool
 
     async def close(self) -> None:
+        """Close the pool (a later upsert opens a new one)."""
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

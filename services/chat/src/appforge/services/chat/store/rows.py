@@ -1,4 +1,8 @@
-"""Rows of the chat tables as domain values, shared by both store paths."""
+"""Rows of the chat tables as domain values and back, shared by every store module.
+
+Readers take a mapping (a SQLAlchemy row's `_mapping`, an asyncpg record or a plain dict),
+so the portable path and the PostgreSQL hot path build domain values the same way.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ CallsBySeq = dict[str, tuple[int, int, ToolCall]]
 
 
 def new_id() -> str:
+    """A fresh primary key for an app or a message."""
     return str(uuid.uuid4())
 
 
-def app_from_row(row: Any) -> App:
-    return App(id=row.id, team_id=row.team_id, name=row.name, created_us=row.created_us)
+def app_from_row(row: Mapping[Any, Any]) -> App:
+    return App(id=row["id"], team_id=row["team_id"], name=row["name"], created_us=row["created_us"])
 
 
 def message_from_row(row: Mapping[Any, Any], flow: tuple[FlowItem, ...] = ()) -> Message:
@@ -49,6 +54,45 @@ def message_from_row(row: Mapping[Any, Any], flow: tuple[FlowItem, ...] = ()) ->
         updated_us=row["updated_us"],
         flow=flow,
     )
+
+
+def user_message_values(
+    *, message_id: str, app_id: str, content: str, request_id: str | None, now: int
+) -> dict[str, Any]:
+    """The row of a new user message (its cursor is set once the app's counter is bumped)."""
+    return {
+        "id": message_id,
+        "app_id": app_id,
+        "role": int(Role.USER),
+        "execution_id": None,
+        "request_id": request_id,
+        "content": content,
+        "status": int(MessageStatus.COMPLETED),
+        "metadata": {},
+        "version": 1,
+        "cursor": 0,
+        "created_us": now,
+        "updated_us": now,
+    }
+
+
+def assistant_message_values(
+    *, message_id: str, app_id: str, execution_id: str, now: int
+) -> dict[str, Any]:
+    """The row of an execution's assistant message before its first write (version 0)."""
+    return {
+        "id": message_id,
+        "app_id": app_id,
+        "role": int(Role.ASSISTANT),
+        "execution_id": execution_id,
+        "content": "",
+        "status": int(MessageStatus.PENDING),
+        "metadata": {},
+        "version": 0,
+        "cursor": 0,
+        "created_us": now,
+        "updated_us": now,
+    }
 
 
 def applied(before: Message, plan: UpsertPlan, *, version: int, cursor: int, now: int) -> Message:
@@ -84,6 +128,18 @@ def call_from_row(row: Mapping[Any, Any]) -> ToolCall:
         error=row["error"],
         deadline_us=row["deadline_us"],
     )
+
+
+def item_values(execution_id: str, message_id: str, item: FlowItem) -> dict[str, Any]:
+    """The row of a new flow item (a tools item's calls have rows of their own)."""
+    return {
+        "execution_id": execution_id,
+        "seq": item.seq,
+        "message_id": message_id,
+        "kind": int(item.kind),
+        "text": item.text,
+        "timestamp_us": item.timestamp_us,
+    }
 
 
 def call_values(

@@ -8,7 +8,6 @@ from sqlalchemy.dialects import postgresql
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 metadata = sa.MetaData()
-_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 apps = sa.Table(
     "chat_apps",
