@@ -69,6 +69,27 @@ def _proc_cpu_s(stat_path: Path) -> tuple[str, float] | None:
     return None if found is None else (found[0], stat_cpu_s(found[1]))
 
 
+def pid_cpu_s(pid: int | None, *, main_thread: bool = False) -> float | None:
+    """User+system CPU seconds of a process, or of its main thread (where its asyncio event
+    loop runs); None when there is no pid or /proc does not tell."""
+    if not pid:
+        return None
+    path = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+    found = _proc_cpu_s(path)
+    return found[1] if found else None
+
+
+def command_cpu_s(command: str) -> float:
+    """User+system CPU seconds of every process named `command` (say `postgres`), summed;
+    a process that exits between two samples drops out of the second."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        found = _proc_cpu_s(stat)
+        if found is not None and found[0] == command:
+            total += found[1]
+    return total
+
+
 CHANNEL_OPTIONS = [
     # Reconnect quickly while a child is still binding its port (the default backoff is 1s).
     ("grpc.initial_reconnect_backoff_ms", 50),

@@ -1,0 +1,52 @@
+"""CPU accounting from /proc: the deployers and their main threads (the event loops),
+chat, every PostgreSQL process, this client, and the machine's shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness import command_cpu_s, machine_ticks, pid_cpu_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuSample:
+    """CPU seconds used so far by the deployers (and their event-loop threads), chat,
+    PostgreSQL and this process; the machine's CPU time by kind, in clock ticks."""
+
+    deployers_s: float
+    loops_s: list[float]
+    chat_s: float
+    postgres_s: float
+    client_s: float
+    machine: list[int]
+    wall_s: float
+
+
+def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> CpuSample:
+    """CPU used so far (0 where /proc does not tell); PostgreSQL is the sum over every
+    process named `postgres`."""
+    return CpuSample(
+        deployers_s=sum(pid_cpu_s(pid) or 0.0 for pid in deployer_pids),
+        loops_s=[pid_cpu_s(pid, main_thread=True) or 0.0 for pid in deployer_pids],
+        chat_s=pid_cpu_s(chat_pid) or 0.0,
+        postgres_s=command_cpu_s("postgres"),
+        client_s=time.process_time(),
+        machine=machine_ticks(),
+        wall_s=time.perf_counter(),
+    )
+
+
+def machine_cpu(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """Shares of all the machine's CPU time between two samples: busy, iowait, steal, idle."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        b - a for a, b in zip(before.machine, after.machine, strict=True)
+    )
+    total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
+    return {
+        "busy": (user + nice + system + irq + softirq) / total,
+        "iowait": iowait / total,
+        "steal": steal / total,
+        "idle": idle / total,
+    }

@@ -1,0 +1,75 @@
+"""The load: `count` Deploy calls, `concurrency` in flight, round-robin over the deployers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from harness import CALL_TIMEOUT_S
+
+from appforge.api.deployer.v1 import deployer_pb2
+
+from .artifact import Artifact
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnqueueResult:
+    """What the client saw while sending the Deploy calls."""
+
+    version_ids: list[str]
+    errors: dict[str, int]
+    first_error: str
+    started_us: int
+    elapsed_s: float
+
+
+async def enqueue(
+    stubs: Sequence[Any],
+    app_id: str,
+    artifact: Artifact,
+    *,
+    count: int,
+    concurrency: int,
+    prefix: str,
+) -> EnqueueResult:
+    """Send `count` Deploy calls, `concurrency` in flight, round-robin over `stubs`."""
+    next_n = 0
+    done: list[str] = []
+    errors: Counter[str] = Counter()
+    first_error = ""
+
+    async def sender() -> None:
+        nonlocal next_n, first_error
+        while next_n < count:
+            n = next_n
+            next_n += 1
+            version_id = f"{prefix}-v{n:06d}"
+            request = deployer_pb2.DeployRequest(
+                app_id=app_id,
+                app_version_id=version_id,
+                execution_id=f"{prefix}-e{n:06d}",
+                files=artifact.files(version_id),
+                target=deployer_pb2.DEPLOY_TARGET_LOCAL,
+            )
+            try:
+                await stubs[n % len(stubs)].Deploy(request, timeout=CALL_TIMEOUT_S)
+                done.append(version_id)
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] += 1
+                first_error = first_error or f"{exc.code().name}: {exc.details()}"
+
+    started_us = time.time_ns() // 1000
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return EnqueueResult(
+        version_ids=done,
+        errors=dict(errors),
+        first_error=first_error,
+        started_us=started_us,
+        elapsed_s=time.perf_counter() - started,
+    )

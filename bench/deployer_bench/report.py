@@ -1,0 +1,113 @@
+"""The results: as plain data (what `--json` prints) and as the human-readable table."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .artifact import Artifact
+from .config import BenchConfig
+from .results import PhaseResult
+
+
+def report(
+    config: BenchConfig, artifact: Artifact, one: PhaseResult, two: PhaseResult
+) -> dict[str, Any]:
+    """The results as plain data (what `--json` prints)."""
+    sizes = [len(artifact.files("x")[0].content), *(len(f.content) for f in artifact.shared)]
+    return {
+        "config": {
+            "deployments": config.deployments,
+            "files": config.files,
+            "artifact_bytes": sum(sizes),
+            "workers_per_process": config.workers,
+            "concurrency": config.concurrency,
+            "poll_interval_s": config.poll_interval,
+            "seed": config.seed,
+            "cpus": os.cpu_count(),
+        },
+        "one_process": dataclasses.asdict(one),
+        "two_processes": dataclasses.asdict(two),
+        "ratio": two.deployments_per_s / one.deployments_per_s if one.deployments_per_s else 0.0,
+        "correct": not one.checks.problems and not two.checks.problems,
+    }
+
+
+def _pct(values: Sequence[float]) -> str:
+    return " / ".join(f"{100 * v:.0f}%" for v in values)
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """The human-readable report."""
+    cfg = result["config"]
+    phases = [("1 deployer", result["one_process"]), ("2 deployers", result["two_processes"])]
+    lines = [
+        f"deployer: {cfg['deployments']:,} deployments of a {cfg['files']}-file app "
+        f"({cfg['artifact_bytes'] / 1024:.0f} KiB) to the local target,",
+        f"{cfg['workers_per_process']} workers per deployer process, {cfg['concurrency']} "
+        f"Deploy calls in flight, poll {cfg['poll_interval_s']:g}s, {cfg['cpus']} CPUs",
+        "",
+        f"{'':13}{'enqueue/s':>10}{'deploys/s':>10}{'elapsed s':>10}"
+        f"   claim latency ms: p50 / p95 / p99 / max",
+    ]
+    for label, p in phases:
+        c = p["claim"]
+        lines.append(
+            f"{label:13}{p['enqueue_per_s']:10.1f}{p['deployments_per_s']:10.1f}"
+            f"{p['elapsed_s']:10.1f}   {c['p50_ms']:.0f} / {c['p95_ms']:.0f} / "
+            f"{c['p99_ms']:.0f} / {c['max_ms']:.0f}"
+        )
+    lines.append(f"{'ratio 2/1':13}{'':10}{result['ratio']:10.2f}   (deployments/s)")
+    lines.append("")
+    lines.append(f"{'':13}{'attempt ms p50 / p99':>22}{'end-to-end ms p50 / p99':>26}")
+    for label, p in phases:
+        a, e = p["attempt"], p["end_to_end"]
+        lines.append(
+            f"{label:13}{a['p50_ms']:13.0f} / {a['p99_ms']:<6.0f}"
+            f"{e['p50_ms']:17.0f} / {e['p99_ms']:<6.0f}"
+        )
+    lines.append("")
+    lines.append(
+        f"{'':13}{'CPU ms/deployment: deployers / chat / pg / client':>49}"
+        f"{'loop busy':>12}   machine busy / iowait / steal"
+    )
+    for label, p in phases:
+        cpu, m = p["cpu_ms_per_deployment"], p["machine_cpu"]
+        shares = f"{cpu['deployers']:.1f} / {cpu['chat']:.1f} / {cpu['postgres']:.1f} / "
+        shares += f"{cpu['client']:.1f}"
+        lines.append(
+            f"{label:13}{shares:>49}{_pct(p['loop_busy']):>12}   "
+            f"{_pct([m['busy'], m['iowait'], m['steal']]):>29}"
+        )
+    lines.append("")
+    lines.append("correctness")
+    for label, p in phases:
+        k = p["checks"]
+        n = p["deployments"]
+        verdict = "OK" if not k["problems"] else "FAIL"
+        claims = " / ".join(str(c) for c in p["claims_per_process"])
+        lines.append(
+            f"  {label:12}{verdict:5}{k['succeeded']}/{n} SUCCEEDED, {k['one_attempt']}/{n} "
+            f"with one attempt, {k['version_dirs']} version dirs ({k['versions_complete']} "
+            f"complete),"
+        )
+        lines.append(
+            f"{'':19}{k['staging_left']} staging dirs left, claims per process {claims}, "
+            f"{k['notices_delivered']}/{n} notices acked by chat"
+        )
+        lines.append(
+            f"{'':19}({k['notice_tries']} deliveries, the last "
+            f"{k['notice_lag_s']:.1f}s after the last deployment ended)"
+        )
+        lines += [f"{'':19}{problem}" for problem in k["problems"]]
+        if p["enqueue_errors"]:
+            lines.append(f"{'':19}Deploy errors {p['enqueue_errors']}: {p['first_enqueue_error']}")
+    lines.append("")
+    lines.append(
+        "claim latency: created_us -> first attempt's started_us. Deploy calls arrive faster\n"
+        "than the workers publish, so it is mostly the wait in the queue. loop busy: the CPU\n"
+        "share of each deployer's main thread (100% = its asyncio event loop is saturated)."
+    )
+    return "\n".join(lines)
