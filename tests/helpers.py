@@ -57,7 +57,9 @@ async def table_counts(engine: AsyncEngine) -> dict[str, int]:
 class Watcher:
     """Reads a WatchApp stream in the background into a queue."""
 
-    def __init__(self, stub: chat_pb2_grpc.ChatServiceStub, app_id: str, after_cursor: int = 0):
+    def __init__(
+        self, stub: chat_pb2_grpc.ChatServiceAsyncStub, app_id: str, after_cursor: int = 0
+    ):
         self.call = stub.WatchApp(
             chat_pb2.WatchAppRequest(app_id=app_id, after_cursor=after_cursor)
         )
@@ -93,7 +95,7 @@ class Watcher:
 
 @contextlib.asynccontextmanager
 async def watching(
-    stub: chat_pb2_grpc.ChatServiceStub, app_id: str, after_cursor: int = 0
+    stub: chat_pb2_grpc.ChatServiceAsyncStub, app_id: str, after_cursor: int = 0
 ) -> AsyncIterator[Watcher]:
     watcher = Watcher(stub, app_id, after_cursor)
     try:

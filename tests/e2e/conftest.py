@@ -49,6 +49,10 @@ class ServiceProcess:
             return self.process.wait(5)
 
 
+# `spawn("chat", *args, env=..., port=...)`: a task that ends when the process serves.
+Spawn = Callable[..., "asyncio.Task[ServiceProcess]"]
+
+
 # Reconnect quickly while the child is still binding its port (gRPC's default backoff is 1 s).
 _FAST_RECONNECT = [
     ("grpc.initial_reconnect_backoff_ms", 50),
@@ -74,7 +78,12 @@ def _exit_of(process: subprocess.Popen[bytes]) -> Iterator[asyncio.Future[None]]
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
     fd = os.pidfd_open(process.pid)
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+
+    def _readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, _readable)
     try:
         yield exited
     finally:
@@ -125,9 +134,7 @@ def service_env(
 
 
 @pytest_asyncio.fixture
-async def spawn(
-    service_env: dict[str, str], tmp_path: Path
-) -> AsyncIterator[Callable[..., asyncio.Task[ServiceProcess]]]:
+async def spawn(service_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Spawn]:
     """Start `appforge serve SERVICE` processes; all are stopped after the test."""
     started: list[ServiceProcess] = []
 

@@ -16,18 +16,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.common import db
+from tests.e2e.conftest import Spawn
 from tests.helpers import text_item, upsert, watching
 
 WORKERS, CALLS = 4, 50
 
 
-async def _stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceStub]:
+async def _stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceAsyncStub]:
     channel = grpc.aio.insecure_channel(address)
     return channel, chat_pb2_grpc.ChatServiceStub(channel)
 
 
 async def test_four_processes_fifty_concurrent_upserts_two_servers_one_message(
-    spawn, pg_url: str
+    spawn: Spawn, pg_url: str
 ) -> None:
     server_a, server_b = await asyncio.gather(spawn("chat"), spawn("chat"))
     channel, stub = await _stub(server_a.address)
@@ -79,19 +80,23 @@ async def test_four_processes_fifty_concurrent_upserts_two_servers_one_message(
 
     engine = db.create_engine(pg_url)
     async with engine.connect() as conn:
-        count = lambda table: conn.scalar(  # noqa: E731
-            sa.text(f"SELECT count(*) FROM {table} WHERE execution_id = :e"), {"e": execution_id}
-        )
+
+        async def count(table: str) -> int:
+            query = sa.text(f"SELECT count(*) FROM {table} WHERE execution_id = :e")
+            return int(await conn.scalar(query, {"e": execution_id}))
+
         assert await count("chat_messages") == 1
         assert await count("chat_flow_items") == total
         assert await count("chat_tool_calls") == total // 2
     await engine.dispose()
     listed = await stub.ListMessages(chat_pb2.ListMessagesRequest(app_id=app.id))
     assert [m.id for m in listed.messages] == [message.id]
-    await channel.close()
+    await channel.close(None)
 
 
-async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect(spawn) -> None:
+async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect(
+    spawn: Spawn,
+) -> None:
     server_a, server_b = await asyncio.gather(spawn("chat"), spawn("chat"))
     channel_a, stub_a = await _stub(server_a.address)
     channel_b, stub_b = await _stub(server_b.address)
@@ -124,11 +129,11 @@ async def test_watcher_on_b_sees_writes_through_a_and_catches_up_after_reconnect
         )
         live = await again.next()
         assert live.cursor == second.cursor + 1 and live.message.content.endswith("live again")
-    await channel_a.close()
-    await channel_b.close()
+    await channel_a.close(None)
+    await channel_b.close(None)
 
 
-async def test_sigterm_reports_not_serving_then_exits_cleanly(spawn) -> None:
+async def test_sigterm_reports_not_serving_then_exits_cleanly(spawn: Spawn) -> None:
     server = await spawn("chat")
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -27,10 +27,8 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.services.common import db
 from tests.app_checks import parse_html, run_node
 from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, marker_probe
-from tests.e2e.conftest import Cli, ServiceProcess, appforge, free_port, wait_serving
+from tests.e2e.conftest import Cli, ServiceProcess, Spawn, appforge, free_port, wait_serving
 from tests.helpers import watching
-
-Spawn = Any
 
 
 @dataclass(kw_only=True)
@@ -105,7 +103,7 @@ class StackFactory:
 
     async def stack(self, **deployer_env: str) -> Stack:
         chat = await self.chat()
-        deployer = await self.deployer(chat, **deployer_env)
+        deployer = await self.deployer(chat, port=None, **deployer_env)
         builder: ServiceProcess = await self.spawn(
             "builder",
             env={"APPFORGE_CHAT_ADDR": chat.address, "APPFORGE_DEPLOYER_ADDR": deployer.address},
@@ -150,7 +148,7 @@ def assert_one_ordered_message(report: dict[str, Any], execution_id: str) -> dic
     assert [int(item["seq"]) for item in flow] == list(range(1, len(flow) + 1))
     stamps = [item["timestamp_us"] for item in flow]
     assert all(a < b for a, b in itertools.pairwise(stamps))
-    return message
+    return dict(message)
 
 
 async def test_golden_flow_builds_deploys_and_serves_a_working_calculator(

@@ -68,7 +68,7 @@ async def main(
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     ids = sorted({r for r in results if isinstance(r, str)})
     for channel in channels:
-        await channel.close()
+        await channel.close(None)
     print(json.dumps({"message_ids": ids, "errors": errors}))
 
 

@@ -29,7 +29,7 @@ class ChatHandle:
     backend: str
     runtime: ChatRuntime
     channel: grpc.aio.Channel
-    stub: chat_pb2_grpc.ChatServiceStub
+    stub: chat_pb2_grpc.ChatServiceAsyncStub
     address: str
 
 
@@ -51,7 +51,7 @@ async def start_chat(backend: str, url: str, redis_url: str | None) -> ChatHandl
 
 
 async def stop_chat(handle: ChatHandle) -> None:
-    await handle.channel.close()
+    await handle.channel.close(None)
     await handle.runtime.server.stop()
     await handle.runtime.close()
 

@@ -347,7 +347,7 @@ async def test_request_over_the_transport_limit_is_resource_exhausted(chat: Chat
     assert await table_counts(chat.runtime.engine) == before
 
 
-def _struct(**values: object) -> struct_pb2.Struct:
+def _struct(**values: Any) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(values)
     return out

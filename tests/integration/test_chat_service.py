@@ -287,7 +287,7 @@ async def test_watch_of_an_unknown_app_is_not_found(chat: ChatHandle) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _struct(**values: object) -> struct_pb2.Struct:
+def _struct(**values: Any) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(values)
     return out

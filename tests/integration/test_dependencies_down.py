@@ -24,7 +24,7 @@ def _closed_port() -> int:
 
 
 @pytest_asyncio.fixture
-async def orphan_chat() -> AsyncIterator[chat_pb2_grpc.ChatServiceStub]:
+async def orphan_chat() -> AsyncIterator[chat_pb2_grpc.ChatServiceAsyncStub]:
     """A chat server whose PostgreSQL and Redis are both unreachable."""
     engine = db.create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/none")
     bus = RedisBus(f"redis://127.0.0.1:{_closed_port()}/0", subscribe_timeout=2)
@@ -46,7 +46,7 @@ async def orphan_chat() -> AsyncIterator[chat_pb2_grpc.ChatServiceStub]:
     ids=["create", "get", "post"],
 )
 async def test_database_down_is_unavailable(
-    orphan_chat: chat_pb2_grpc.ChatServiceStub, rpc: str, request_: object
+    orphan_chat: chat_pb2_grpc.ChatServiceAsyncStub, rpc: str, request_: object
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await getattr(orphan_chat, rpc)(request_, timeout=20)

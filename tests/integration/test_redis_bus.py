@@ -34,7 +34,9 @@ async def test_a_lost_connection_is_re_established_and_subscribers_told_to_resyn
     channel = f"test:{uuid.uuid4().hex}"
     try:
         async with bus.subscribe(channel) as sub:
-            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await admin.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "KILL", "TYPE", "pubsub"
+            )
             assert await asyncio.wait_for(sub.get(), 10) is RESYNC
 
             async def delivered() -> bytes | None:

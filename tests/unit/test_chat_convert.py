@@ -13,7 +13,6 @@ from appforge.services.chat.convert import (
     change_to_proto,
     message_from_proto,
     message_to_proto,
-    timestamp,
     upsert_from_proto,
 )
 from appforge.services.chat.domain import (
@@ -28,6 +27,7 @@ from appforge.services.chat.domain import (
     ToolStatus,
 )
 from appforge.services.common.errors import InvalidArgument
+from appforge.services.common.proto import timestamp
 
 T0 = 1_700_000_000_123_456
 EXEC = "0b6f3c1e-6a1d-4f5e-9a57-0c3b6b9e7f21"
