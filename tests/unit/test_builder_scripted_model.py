@@ -152,7 +152,8 @@ def test_classify_picks_the_kind_by_whole_keywords(prompt: str, kind: AppKind) -
 
 
 def stored_templates() -> dict[str, dict[str, bytes]]:
-    """Every template folder in the source tree, by name, with its files' bytes."""
+    """Every template folder in the source tree, by name, with its files' bytes (each
+    folder's styles.css holds what follows the shared base.css)."""
     return {
         folder.name: {file.name: file.read_bytes() for file in folder.iterdir()}
         for folder in TEMPLATES.iterdir()
@@ -166,6 +167,7 @@ def test_template_folders_are_the_app_kinds_and_all_ship_as_package_data() -> No
     stored = stored_templates()
 
     assert stored.keys() == {kind.value for kind in AppKind}
+    assert any(fnmatch.fnmatch("base.css", glob) for glob in globs)
     for folder, files in stored.items():
         assert files.keys() == APP_FILES, folder
         for name in files:
@@ -175,6 +177,7 @@ def test_template_folders_are_the_app_kinds_and_all_ship_as_package_data() -> No
 @pytest.mark.parametrize("kind", list(AppKind))
 def test_the_model_writes_its_template_folder_byte_for_byte(kind: AppKind) -> None:
     expected = stored_templates()[kind.value]
+    expected["styles.css"] = (TEMPLATES / "base.css").read_bytes() + expected["styles.css"]
     if kind is AppKind.PLAIN:
         page = string.Template(expected["index.html"].decode("utf-8"))
         escaped = html.escape(PROMPTS[kind])

@@ -1,10 +1,11 @@
 """The static apps the scripted model writes, loaded from the folders beside this module.
 
 Each kind of app is one folder here (`calculator/`, `todo/`, `counter/`, `notes/`, `plain/`)
-holding its three files as the sandbox receives them: `index.html`, `styles.css` and
-`app.js`. A folder is a working app on its own: open its index.html in a browser, or
-`require` its app.js under Node. They ship as package data and are read through
-`importlib.resources`, as bytes decoded as UTF-8, so nothing translates their newlines.
+holding its three files: `index.html` and `app.js` as the sandbox receives them, and the
+styles of that app alone; every app's `styles.css` is `base.css` (the look they share)
+followed by its folder's `styles.css`. Each `app.js` can be `require`d under Node as it is.
+They ship as package data and are read through `importlib.resources`, as bytes decoded as
+UTF-8, so nothing translates their newlines.
 
 Every app works offline (no CDN), never runs user input as code, writes user text only
 through `textContent`, and its `app.js` touches `document` only when there is one, so the
@@ -45,14 +46,22 @@ class AppFiles:
     app_js: str
 
 
+def _read(*parts: str) -> str:
+    path = resources.files(__name__).joinpath(*parts)
+    return path.read_bytes().decode("utf-8")
+
+
+BASE_CSS: Final = _read("base.css")
+
+
 def load(folder: str) -> AppFiles:
-    """The three files of the template folder `folder`, exactly as stored."""
-    root = resources.files(__name__) / folder
-
-    def read(name: str) -> str:
-        return (root / name).read_bytes().decode("utf-8")
-
-    return AppFiles(index_html=read(INDEX_HTML), styles_css=read(STYLES_CSS), app_js=read(APP_JS))
+    """The three files of the template folder `folder`: stored, but for the shared styles
+    that start every `styles.css`."""
+    return AppFiles(
+        index_html=_read(folder, INDEX_HTML),
+        styles_css=BASE_CSS + _read(folder, STYLES_CSS),
+        app_js=_read(folder, APP_JS),
+    )
 
 
 # Read once, on import: an install that lost its package data fails when the builder
