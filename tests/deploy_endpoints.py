@@ -23,7 +23,7 @@ from typing import Any, Self
 from xml.sax.saxutils import escape
 
 import aiohttp
-import boto3
+import boto3  # type: ignore[import-untyped, unused-ignore]
 from aiohttp import web
 from botocore.config import Config
 from moto.server import ThreadedMotoServer

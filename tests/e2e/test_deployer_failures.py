@@ -99,7 +99,7 @@ class Stack:
 
     async def close(self) -> None:
         for channel in self.channels:
-            await channel.close()
+            await channel.close(None)
 
 
 @pytest_asyncio.fixture
@@ -138,7 +138,7 @@ def _deploy_request(
 async def _watch_to_end(
     stub: Any, deployment_id: str, timeout: float = 60
 ) -> deployer_pb2.Deployment:
-    last = None
+    last: deployer_pb2.Deployment | None = None
     async with asyncio.timeout(timeout):
         async for state in stub.WatchDeployment(
             deployer_pb2.WatchDeploymentRequest(deployment_id=deployment_id)

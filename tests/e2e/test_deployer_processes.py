@@ -141,7 +141,7 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env, pg_url) -
     chat = await spawn("chat")
     args, env = deployer_env(chat)
     deployer = await spawn("deployer", *args, env=env)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         (dict(files=[]), "files"),
         (dict(files=[flow_pb2.File(path="../x", content=b"x")]), "files[0].path"),
         (dict(files=[flow_pb2.File(path="/etc/passwd", content=b"x")]), "files[0].path"),
@@ -161,9 +161,9 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env, pg_url) -
             for key, value in change.items():
                 if key == "files":
                     del request.files[:]
-                    request.files.extend(value)  # type: ignore[arg-type]
+                    request.files.extend(value)
                 elif key == "policy":
-                    request.policy.CopyFrom(value)  # type: ignore[arg-type]
+                    request.policy.CopyFrom(value)
                 else:
                     setattr(request, key, value)
             with pytest.raises(grpc.aio.AioRpcError) as err:

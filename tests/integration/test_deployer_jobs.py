@@ -1,35 +1,46 @@
 """Durable deployment jobs: retries, deadlines, permanent errors, leases, cancel, outbox.
 
-A scripted target stands in for the real ones (tested on their own); policies are in
-milliseconds, and every wait is bounded.
+A scripted target stands in for the real ones (tested on their own). Time is a ManualTimer
+that moves only when every worker waits on it, so deadlines, backoff and leases are
+deterministic and nothing waits for real seconds to pass; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from appforge.cli import installed
 from appforge.services.common import db, migrate
 from appforge.services.common.clock import SystemClock
+from appforge.services.deployer.deliverer import NoticeDeliverer
 from appforge.services.deployer.domain import (
     AttemptOutcome,
+    Claim,
     Deployment,
     DeploymentStatus,
     DeployRequest,
+    LeaseLost,
     Policy,
+    WorkerConfig,
 )
-from appforge.services.deployer.store import DeploymentStore
+from appforge.services.deployer.store import DeployerStores
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
-from appforge.services.deployer.worker import DeploymentWorker, NoticeDeliverer, WorkerConfig
+from appforge.services.deployer.timing import ManualTimer
+from appforge.services.deployer.worker import DeploymentWorker
 
-FAST = Policy(attempt_timeout=0.3, max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
-CONFIG = WorkerConfig(lease=0.6, poll_interval=0.02)
+# Seconds on the test's ManualTimer, not real ones: the clock moves only when a test moves it.
+FAST = Policy(attempt_timeout=10, max_attempts=4, initial_backoff=1, max_backoff=5)
+CONFIG = WorkerConfig(lease=30, poll_interval=1)
+STEP = 5.0  # how far the clock moves each time everyone waits on it
+BOUND = 20.0  # real seconds any test may take to get where it is going
 
 
 class ScriptedTarget:
@@ -78,13 +89,19 @@ class RecordingChat:
 
 
 @pytest_asyncio.fixture
-async def store(
+async def stores(
     backend: tuple[str, str, str | None], tmp_path: Path
-) -> AsyncIterator[DeploymentStore]:
+) -> AsyncIterator[DeployerStores]:
     engine = db.create_engine(backend[1])
     await migrate.upgrade(engine, installed.histories())
-    yield DeploymentStore(engine)
+    yield DeployerStores.over(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+def timer() -> ManualTimer:
+    # From the wall clock's now: the suite's database (and outbox) is shared between tests.
+    return ManualTimer(SystemClock().now_us())
 
 
 def _request(policy: Policy = FAST, version: str | None = None) -> DeployRequest:
@@ -98,81 +115,81 @@ def _request(policy: Policy = FAST, version: str | None = None) -> DeployRequest
     )
 
 
-class Changes:
-    """What workers report through their on_change hook: the event tests wait on."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    async def notify(self, _deployment_id: str) -> None:
-        self._event.set()
-
-    async def until(
-        self, store: DeploymentStore, deployment_id: str, done: Callable[[Deployment], bool]
-    ) -> Deployment:
-        """The deployment once `done` holds, re-read after each reported change (20 s bound)."""
-        async with asyncio.timeout(20):
-            while True:
-                self._event.clear()  # before reading: a change after the read still wakes us
-                deployment = await store.get(deployment_id)
-                if done(deployment):
-                    return deployment
-                await self._event.wait()
+async def _ignore(_deployment_id: str) -> None:
+    return None
 
 
 def _worker(
-    store: DeploymentStore, target: ScriptedTarget, name: str = "w1", changes: Changes | None = None
+    stores: DeployerStores, timer: ManualTimer, target: ScriptedTarget, name: str = "w1"
 ) -> DeploymentWorker:
     return DeploymentWorker(
         worker_id=name,
-        store=store,
+        store=stores.attempts,
         targets={"local": target},
-        clock=SystemClock(),
+        clock=timer,
         config=CONFIG,
         wake=asyncio.Event(),
-        on_change=(changes or Changes()).notify,
+        on_change=_ignore,
     )
 
 
-async def _until_terminal(
-    store: DeploymentStore, deployment_id: str, *workers: DeploymentWorker
+async def _drive(
+    stores: DeployerStores,
+    timer: ManualTimer,
+    deployment_id: str,
+    done: Callable[[Deployment], bool],
 ) -> Deployment:
-    changes = Changes()
-    for worker in workers:
-        worker.on_change = changes.notify
+    """The deployment once `done` holds; until then the clock moves STEP on each time
+    someone waits on it (a deadline, a heartbeat, an idle poll)."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            deployment = await stores.deployments.get(deployment_id)
+            if done(deployment):
+                return deployment
+            await timer.sleeping()
+            timer.advance(STEP)
+
+
+@contextlib.asynccontextmanager
+async def _running(*workers: DeploymentWorker) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
-        return await changes.until(store, deployment_id, lambda d: d.status.terminal)
+        yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _until_terminal(
+    stores: DeployerStores, timer: ManualTimer, deployment_id: str, *workers: DeploymentWorker
+) -> Deployment:
+    async with _running(*workers):
+        return await _drive(stores, timer, deployment_id, lambda d: d.status.terminal)
+
+
 async def _notice(
-    store: DeploymentStore, chat: RecordingChat, deployment_id: str
+    stores: DeployerStores, timer: ManualTimer, chat: RecordingChat, deployment_id: str
 ) -> dict[str, Any]:
     """The notice chat receives for one deployment (other tests' notices share the outbox)."""
     deliverer = NoticeDeliverer(
-        store=store, chat=chat, clock=SystemClock(), poll_interval=0.02, wake=asyncio.Event()
+        outbox=stores.outbox, chat=chat, clock=timer, poll_interval=1, wake=asyncio.Event()
     )
-    task = asyncio.create_task(deliverer.run())
-    try:
-        async with asyncio.timeout(20):
-            while not (mine := [n for n in chat.received if n["deployment_id"] == deployment_id]):
-                chat.arrived.clear()
-                await chat.arrived.wait()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with asyncio.timeout(BOUND):
+        while not (mine := [n for n in chat.received if n["deployment_id"] == deployment_id]):
+            if not await deliverer.deliver_due():
+                timer.advance(STEP)  # nothing was due yet: a retry's delay has to pass
     return mine[-1]
 
 
-async def test_two_retryable_failures_then_success(store: DeploymentStore) -> None:
+async def test_two_retryable_failures_then_success(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
     target = ScriptedTarget("retryable", "retryable")
-    deployment, created = await store.create(_request(), SystemClock().now_us())
-    assert created and deployment.status is DeploymentStatus.QUEUED
-    done = await _until_terminal(store, deployment.id, _worker(store, target))
+    queued = await stores.deployments.create(_request(), timer.now_us())
+    deployment = queued.deployment
+    assert queued.created and deployment.status is DeploymentStatus.QUEUED
+    done = await _until_terminal(stores, timer, deployment.id, _worker(stores, timer, target))
     assert done.status is DeploymentStatus.SUCCEEDED
     assert [a.outcome for a in done.attempts] == [
         AttemptOutcome.FAILED_RETRYABLE,
@@ -180,7 +197,7 @@ async def test_two_retryable_failures_then_success(store: DeploymentStore) -> No
         AttemptOutcome.SUCCEEDED,
     ]
     assert done.url.endswith("/apps/app-1/") and target.published == [deployment.app_version_id]
-    notice = await _notice(store, RecordingChat(), deployment.id)
+    notice = await _notice(stores, timer, RecordingChat(), deployment.id)
     assert notice == {
         "execution_id": deployment.execution_id,
         "failed": False,
@@ -192,102 +209,152 @@ async def test_two_retryable_failures_then_success(store: DeploymentStore) -> No
 
 
 async def test_every_attempt_hangs_ends_timed_out_after_max_attempts(
-    store: DeploymentStore,
+    stores: DeployerStores, timer: ManualTimer
 ) -> None:
     target = ScriptedTarget("hang", "hang", "hang", "hang")
-    policy = Policy(attempt_timeout=0.1, max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
-    deployment, _ = await store.create(_request(policy), SystemClock().now_us())
-    done = await _until_terminal(store, deployment.id, _worker(store, target))
+    policy = Policy(attempt_timeout=10, max_attempts=3, initial_backoff=1, max_backoff=2)
+    deployment = (await stores.deployments.create(_request(policy), timer.now_us())).deployment
+    done = await _until_terminal(stores, timer, deployment.id, _worker(stores, timer, target))
     assert done.status is DeploymentStatus.TIMED_OUT
     assert [a.outcome for a in done.attempts] == [AttemptOutcome.TIMED_OUT] * 3
+    assert [a.error for a in done.attempts] == ["attempt timed out after 10s"] * 3
+    # Each attempt ran until the clock passed its deadline, and no further.
+    for attempt in done.attempts:
+        assert attempt.finished_us is not None
+        assert 10_000_000 <= attempt.finished_us - attempt.started_us < 10_000_000 + STEP * 1e6
     assert target.calls == 3
-    notice = await _notice(store, RecordingChat(), deployment.id)
+    notice = await _notice(stores, timer, RecordingChat(), deployment.id)
     assert notice["failed"] is True
     assert notice["error"] == "Deployment timeout"
     assert notice["deployment_status"] == "timeout"
     assert notice["attempts"] == 3
 
 
-async def test_a_permanent_error_fails_after_one_attempt(store: DeploymentStore) -> None:
+async def test_an_attempt_times_out_at_its_deadline_not_before(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
+    target = ScriptedTarget("hang")
+    policy = Policy(attempt_timeout=10, max_attempts=1, initial_backoff=1, max_backoff=1)
+    deployment = (await stores.deployments.create(_request(policy), timer.now_us())).deployment
+    changed = asyncio.Event()
+    worker = _worker(stores, timer, target)
+
+    async def on_change(_deployment_id: str) -> None:
+        changed.set()
+
+    worker.on_change = on_change
+    async with _running(worker):
+        running = await _drive(
+            stores, timer, deployment.id, lambda d: d.status is DeploymentStatus.RUNNING
+        )
+        deadline_us = running.attempts[0].started_us + 10_000_000
+        async with asyncio.timeout(BOUND):
+            await timer.sleeping(deadline_us)  # the worker waits for its attempt's deadline
+        timer.set(deadline_us - 1)
+        assert timer.next_deadline_us == deadline_us  # a microsecond early: still waiting
+        changed.clear()
+        timer.set(deadline_us)
+        async with asyncio.timeout(BOUND):
+            await changed.wait()  # the worker reports the attempt's end
+    done = await stores.deployments.get(deployment.id)
+    assert done.status is DeploymentStatus.TIMED_OUT
+    assert [(a.outcome, a.finished_us) for a in done.attempts] == [
+        (AttemptOutcome.TIMED_OUT, deadline_us)
+    ]
+
+
+async def test_a_permanent_error_fails_after_one_attempt(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
     target = ScriptedTarget("permanent")
-    deployment, _ = await store.create(_request(), SystemClock().now_us())
-    done = await _until_terminal(store, deployment.id, _worker(store, target))
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    done = await _until_terminal(stores, timer, deployment.id, _worker(stores, timer, target))
     assert done.status is DeploymentStatus.FAILED
     assert [a.outcome for a in done.attempts] == [AttemptOutcome.FAILED_PERMANENT]
     assert "403 AccessDenied" in done.error
 
 
-async def test_deploying_one_version_twice_is_one_deployment(store: DeploymentStore) -> None:
+async def test_deploying_one_version_twice_is_one_deployment(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
     request = _request()
-    first, created = await store.create(request, SystemClock().now_us())
-    again, created_again = await store.create(request, SystemClock().now_us())
-    assert created and not created_again and again.id == first.id
+    first = await stores.deployments.create(request, timer.now_us())
+    again = await stores.deployments.create(request, timer.now_us())
+    assert first.created and not again.created and again.deployment.id == first.deployment.id
     target = ScriptedTarget()
-    await _until_terminal(store, first.id, _worker(store, target))
+    await _until_terminal(stores, timer, first.deployment.id, _worker(stores, timer, target))
     assert target.published == [request.app_version_id]
 
 
-async def test_a_dead_workers_lease_expires_and_another_finishes(store: DeploymentStore) -> None:
-    deployment, _ = await store.create(_request(), SystemClock().now_us())
-    claim = await store.claim("dead-worker", 0.05, SystemClock().now_us())
-    assert claim is not None and claim is not True and claim is not False
+async def test_a_dead_workers_lease_expires_and_another_finishes(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    claim = await stores.attempts.claim("dead-worker", CONFIG.lease, timer.now_us())
+    assert isinstance(claim, Claim) and claim.deployment.id == deployment.id
     # The dead worker never heartbeats; once its lease expires a live one takes over.
     target = ScriptedTarget()
-    done = await _until_terminal(store, deployment.id, _worker(store, target, "live"))
+    live = _worker(stores, timer, target, "live")
+    done = await _until_terminal(stores, timer, deployment.id, live)
     assert done.status is DeploymentStatus.SUCCEEDED
     assert [(a.worker_id, a.outcome) for a in done.attempts] == [
         ("dead-worker", AttemptOutcome.LOST),
         ("live", AttemptOutcome.SUCCEEDED),
     ]
+    # Not before the lease ran out: the lost attempt ended after `lease` seconds.
+    lost = done.attempts[0]
+    assert lost.finished_us is not None and lost.finished_us - lost.started_us > CONFIG.lease * 1e6
     assert target.published == [deployment.app_version_id]
     # The dead worker's late result is discarded: the lease is no longer its own.
-    late = await store.finish_attempt(
+    late = await stores.attempts.finish_attempt(
         claim,
         "dead-worker",
         outcome=AttemptOutcome.FAILED_PERMANENT,
         error="late",
         url="",
-        now_us=SystemClock().now_us(),
+        now_us=timer.now_us(),
     )
-    assert late is None
-    assert (await store.get(deployment.id)).status is DeploymentStatus.SUCCEEDED
+    assert late == LeaseLost(deployment_id=deployment.id)
+    assert (await stores.deployments.get(deployment.id)).status is DeploymentStatus.SUCCEEDED
 
 
-async def test_cancel_stops_a_running_attempt(store: DeploymentStore) -> None:
+async def test_cancel_stops_a_running_attempt(stores: DeployerStores, timer: ManualTimer) -> None:
     target = ScriptedTarget("hang")
-    policy = Policy(attempt_timeout=30, max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
-    deployment, _ = await store.create(_request(policy), SystemClock().now_us())
-    changes = Changes()
-    task = asyncio.create_task(_worker(store, target, changes=changes).run())
-    try:
-        await changes.until(store, deployment.id, lambda d: d.status is DeploymentStatus.RUNNING)
-        await store.cancel(deployment.id, "user asked", SystemClock().now_us())
-        done = await changes.until(store, deployment.id, lambda d: d.status.terminal)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    policy = Policy(attempt_timeout=300, max_attempts=4, initial_backoff=1, max_backoff=5)
+    deployment = (await stores.deployments.create(_request(policy), timer.now_us())).deployment
+    async with _running(_worker(stores, timer, target)):
+        await _drive(stores, timer, deployment.id, lambda d: d.status is DeploymentStatus.RUNNING)
+        await stores.deployments.cancel(deployment.id, "user asked", timer.now_us())
+        done = await _drive(stores, timer, deployment.id, lambda d: d.status.terminal)
     assert done.status is DeploymentStatus.CANCELLED
     assert [a.outcome for a in done.attempts] == [AttemptOutcome.CANCELLED]
+    # Stopped by a heartbeat, long before the attempt's own deadline.
+    assert done.attempts[0].finished_us is not None
+    assert done.attempts[0].finished_us - done.attempts[0].started_us < policy.attempt_timeout * 1e6
 
 
-async def test_cancel_of_a_waiting_deployment_is_immediate(store: DeploymentStore) -> None:
-    deployment, _ = await store.create(_request(), SystemClock().now_us())
-    cancelled = await store.cancel(deployment.id, "", SystemClock().now_us())
+async def test_cancel_of_a_waiting_deployment_is_immediate(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    cancelled = await stores.deployments.cancel(deployment.id, "", timer.now_us())
     assert cancelled.status is DeploymentStatus.CANCELLED and cancelled.attempts == ()
-    notice = await _notice(store, RecordingChat(), deployment.id)
+    notice = await _notice(stores, timer, RecordingChat(), deployment.id)
     assert notice["deployment_status"] == "cancelled"
 
 
-async def test_a_notice_waits_for_chat_to_come_back(store: DeploymentStore) -> None:
-    deployment, _ = await store.create(_request(), SystemClock().now_us())
-    await _until_terminal(store, deployment.id, _worker(store, ScriptedTarget()))
+async def test_a_notice_waits_for_chat_to_come_back(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    await _until_terminal(stores, timer, deployment.id, _worker(stores, timer, ScriptedTarget()))
     chat = RecordingChat(up=False)
     deliverer = NoticeDeliverer(
-        store=store, chat=chat, clock=SystemClock(), poll_interval=0.02, wake=asyncio.Event()
+        outbox=stores.outbox, chat=chat, clock=timer, poll_interval=1, wake=asyncio.Event()
     )
     await deliverer.deliver_due()  # chat is down: nothing delivered, nothing lost
     assert chat.received == []
     chat.up = True
-    notice = await _notice(store, chat, deployment.id)
+    notice = await _notice(stores, timer, chat, deployment.id)
     assert notice["deployment_id"] == deployment.id
     assert len([n for n in chat.received if n["deployment_id"] == deployment.id]) == 1

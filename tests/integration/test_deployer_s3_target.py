@@ -11,14 +11,26 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
+from appforge.cli import installed
+from appforge.services.common import db, migrate
+from appforge.services.common.bus import InProcessBus
 from appforge.services.common.clock import FrozenClock
-from appforge.services.deployer.targets.base import ArtifactFile, PublishError, Target
+from appforge.services.common.settings import Settings
+from appforge.services.deployer.bootstrap import build_targets
+from appforge.services.deployer.domain import Deployment, DeploymentStatus, WorkerConfig
+from appforge.services.deployer.service import DeployerService, PolicyOverrides
+from appforge.services.deployer.settings import DeploySettings
+from appforge.services.deployer.store import DeployerStores
+from appforge.services.deployer.targets.base import ArtifactFile, PublishError
 from appforge.services.deployer.targets.s3 import S3Config, S3Target
+from appforge.services.deployer.timing import WallTimer
+from appforge.services.deployer.worker import DeploymentWorker
 from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, marker_probe
 
 BOUND = 5.0  # seconds any single publish in this module may take
@@ -95,9 +107,81 @@ async def publish_error(target: S3Target, app_id: str, version: str) -> PublishE
     return caught.value
 
 
-def test_s3_target_is_a_target(moto_s3: MotoS3Server) -> None:
-    target: Target = S3Target(moto_s3.s3_config("any"))
-    assert target.name == "s3"
+async def test_a_deploy_naming_s3_is_published_to_the_bucket(
+    moto_s3: MotoS3Server,
+    bucket: str,
+    backend: tuple[str, str, str | None],
+    tmp_path: Path,
+) -> None:
+    """End to end in process: DeployerService.deploy(target="s3"), a worker, the real store."""
+    deploy = DeploySettings(
+        root=tmp_path / "deploys",
+        s3_endpoint_url=moto_s3.endpoint_url,
+        s3_bucket=bucket,
+        s3_region=moto_s3.region,
+        aws_access_key_id=moto_s3.access_key_id,
+        aws_secret_access_key=moto_s3.secret_access_key,
+    )
+    targets = build_targets(deploy, tmp_path)
+    engine = db.create_engine(backend[1])
+    await migrate.upgrade(engine, installed.histories())
+    stores = DeployerStores.over(engine)
+    clock = WallTimer()  # a real publish takes real time; only the bound below is wall-clock
+    service = DeployerService(
+        stores.deployments,
+        InProcessBus(),
+        clock,
+        Settings(),
+        deploy,
+        wake_workers=asyncio.Event(),
+        available_targets=list(targets),
+    )
+    changed = asyncio.Event()
+
+    async def on_change(_deployment_id: str) -> None:
+        changed.set()
+
+    worker = DeploymentWorker(
+        worker_id="s3-test",
+        store=stores.attempts,
+        targets=targets,
+        clock=clock,
+        config=WorkerConfig(),
+        wake=service.wake_workers,
+        on_change=on_change,
+    )
+    app_id, version = ids()
+    running = asyncio.create_task(worker.run())
+    try:
+        queued = await service.deploy(
+            app_id=app_id,
+            app_version_id=version,
+            execution_id=str(uuid.uuid4()),
+            target="s3",
+            files=[(f.path, f.content, f.content_type) for f in FILES],
+            policy=PolicyOverrides(),
+        )
+        done: Deployment = queued
+        async with asyncio.timeout(BOUND * 4):
+            while not done.status.terminal:
+                changed.clear()
+                done = await service.get(queued.id)
+                if not done.status.terminal:
+                    await changed.wait()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        for target in targets.values():
+            await target.close()
+        await engine.dispose()
+
+    prefix = f"apps/{app_id}/versions/{version}/"
+    assert (done.target, done.status) == ("s3", DeploymentStatus.SUCCEEDED)
+    assert done.url == f"{moto_s3.endpoint_url}/{bucket}/{prefix}index.html"
+    assert f"{prefix}.published" in moto_s3.keys(bucket)
+    data, _ = moto_s3.get_object(bucket, prefix + "index.html")
+    assert data == INDEX
+    assert not (tmp_path / "deploys" / "apps" / app_id).exists()
 
 
 async def test_publish_uploads_every_file_then_pointer_and_marker(

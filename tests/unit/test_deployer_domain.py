@@ -6,20 +6,20 @@ import random
 
 import pytest
 
-from appforge.services.common.errors import InvalidArgument, LimitExceeded
+from appforge.services.common.errors import ConfigError, InvalidArgument, LimitExceeded
+from appforge.services.deployer.artifacts import ArtifactLimits, normalise_path, validate_files
 from appforge.services.deployer.domain import (
     US,
-    ArtifactLimits,
     AttemptOutcome,
     DeploymentStatus,
     Policy,
+    WorkerConfig,
     after_failure,
     attempt_deadline_us,
     backoff_delay,
     final_notice,
-    normalise_path,
-    validate_files,
 )
+from appforge.services.deployer.settings import DeploySettings
 
 T0 = 1_800_000_000 * US
 POLICY = Policy(attempt_timeout=10, max_attempts=4, initial_backoff=1, max_backoff=60)
@@ -218,6 +218,21 @@ def test_a_valid_artifact_keeps_its_order() -> None:
 
 @pytest.mark.parametrize(("lease", "interval"), [(0.3, 0.1), (3, 1.0), (30, 2.0), (600, 2.0)])
 def test_heartbeats_keep_the_lease_and_carry_cancels_quickly(lease: float, interval: float) -> None:
-    from appforge.services.deployer.worker import WorkerConfig
-
     assert WorkerConfig(lease=lease).heartbeat_interval == pytest.approx(interval)
+
+
+def test_the_server_default_policy_is_the_domains_unless_the_environment_says_otherwise() -> None:
+    assert DeploySettings().policy == DeploySettings.from_env({}).policy == Policy()
+    assert DeploySettings.from_env({}).worker == WorkerConfig()
+    tuned = DeploySettings.from_env(
+        {"APPFORGE_DEPLOY_ATTEMPT_TIMEOUT": "12.5", "APPFORGE_DEPLOY_MAX_ATTEMPTS": "2"}
+    ).policy
+    assert (tuned.attempt_timeout, tuned.max_attempts) == (12.5, 2)
+    assert tuned.max_backoff == Policy().max_backoff
+
+
+def test_a_default_policy_that_cannot_work_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="APPFORGE_DEPLOY_MAX_BACKOFF"):
+        DeploySettings.from_env(
+            {"APPFORGE_DEPLOY_INITIAL_BACKOFF": "10", "APPFORGE_DEPLOY_MAX_BACKOFF": "5"}
+        )

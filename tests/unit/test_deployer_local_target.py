@@ -10,9 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from appforge.services.deployer.targets import local
-from appforge.services.deployer.targets.base import ArtifactFile, PublishError, Target
-from appforge.services.deployer.targets.local import LocalTarget
+from appforge.services.deployer.bootstrap import build_targets
+from appforge.services.deployer.content_types import content_type_for
+from appforge.services.deployer.domain import (
+    AttemptOutcome,
+    AttemptRecorded,
+    Claim,
+    Deployment,
+    DeploymentStatus,
+    LeaseState,
+    Policy,
+    WorkerConfig,
+)
+from appforge.services.deployer.settings import DeploySettings
+from appforge.services.deployer.targets.base import ArtifactFile, PublishError
+from appforge.services.deployer.targets.local import LocalTarget, layout, publishing
+from appforge.services.deployer.timing import ManualTimer
+from appforge.services.deployer.worker import DeploymentWorker
 
 PUBLIC_URL = "http://deploy.test:8080/"
 WAIT = 5.0  # bound on every wait; the events come in milliseconds
@@ -45,13 +59,98 @@ def version_dir(root: Path, app_id: str, version_id: str) -> Path:
 
 
 def staging_entries(root: Path) -> list[str]:
-    staging = root / local.STAGING_DIR
+    staging = root / layout.STAGING_DIR
     return sorted(os.listdir(staging)) if staging.exists() else []
 
 
-def test_local_target_satisfies_the_target_protocol(target: LocalTarget) -> None:
-    as_target: Target = target
-    assert as_target.name == "local"
+class OneDeployment:
+    """The worker's store, for one claimed deployment: its files, a lease always held, and
+    the attempt's end as the worker recorded it."""
+
+    def __init__(self, files: tuple[ArtifactFile, ...]) -> None:
+        self.files = list(files)
+        self.finished: list[tuple[AttemptOutcome, str, str]] = []
+
+    async def artifact(self, deployment_id: str) -> list[ArtifactFile]:
+        return self.files
+
+    async def heartbeat(self, *_: object) -> LeaseState:
+        return LeaseState.HELD
+
+    async def finish_attempt(
+        self,
+        claim: Claim,
+        worker_id: str,
+        *,
+        outcome: AttemptOutcome,
+        error: str,
+        url: str,
+        now_us: int,
+    ) -> AttemptRecorded:
+        self.finished.append((outcome, error, url))
+        succeeded = outcome is AttemptOutcome.SUCCEEDED
+        return AttemptRecorded(
+            status=DeploymentStatus.SUCCEEDED if succeeded else DeploymentStatus.FAILED
+        )
+
+
+def claim_for(target: str, now_us: int) -> Claim:
+    deployment = Deployment(
+        id="d-1",
+        app_id="app-1",
+        app_version_id="v1",
+        execution_id="e-1",
+        target=target,
+        status=DeploymentStatus.RUNNING,
+        policy=Policy(),
+        attempts_made=1,
+        next_attempt_us=now_us,
+        created_us=now_us,
+        updated_us=now_us,
+        lease_owner="w1",
+    )
+    return Claim(deployment=deployment, attempt=1, deadline_us=now_us + 300_000_000)
+
+
+async def _ignore(_deployment_id: str) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("named", "outcome", "url"),
+    [
+        ("local", AttemptOutcome.SUCCEEDED, "http://deploy.test:8080/apps/app-1/"),
+        ("s3", AttemptOutcome.FAILED_PERMANENT, ""),  # no bucket configured: no s3 target
+    ],
+    ids=["local", "unconfigured-s3"],
+)
+async def test_a_worker_publishes_through_the_target_a_deployment_names(
+    root: Path, tmp_path: Path, named: str, outcome: AttemptOutcome, url: str
+) -> None:
+    targets = build_targets(DeploySettings(root=root, public_url=PUBLIC_URL), tmp_path)
+    store = OneDeployment(APP_FILES)
+    timer = ManualTimer()  # never moved: the deadline cannot interfere
+    worker = DeploymentWorker(
+        worker_id="w1",
+        store=store,  # type: ignore[arg-type]
+        targets=targets,
+        clock=timer,
+        config=WorkerConfig(),
+        wake=asyncio.Event(),
+        on_change=_ignore,
+    )
+
+    await asyncio.wait_for(worker.attempt(claim_for(named, timer.now_us())), WAIT)
+
+    [(recorded, error, published_url)] = store.finished
+    assert (recorded, published_url) == (outcome, url)
+    if named == "local":
+        assert error == ""
+        for file in APP_FILES:
+            assert (root / "apps" / "app-1" / "current" / file.path).read_bytes() == file.content
+    else:
+        assert error == "target 's3' is not configured"
+        assert not root.exists()
 
 
 async def test_files_land_with_their_exact_bytes(root: Path, target: LocalTarget) -> None:
@@ -224,7 +323,7 @@ class BlockingWriter:
         self.started = asyncio.Event()
         self.release = threading.Event()
         self.calls = 0
-        self._real = local._write_file
+        self._real = publishing.write_file
 
     def __call__(self, path: Path, content: bytes) -> None:
         self.calls += 1
@@ -237,7 +336,7 @@ class BlockingWriter:
 @pytest.fixture
 async def blocking_writer(monkeypatch: pytest.MonkeyPatch) -> BlockingWriter:
     writer = BlockingWriter(asyncio.get_running_loop())
-    monkeypatch.setattr(local, "_write_file", writer)
+    monkeypatch.setattr(publishing, "write_file", writer)
     return writer
 
 
@@ -298,7 +397,7 @@ async def test_disk_errors_are_classified(
     def failing(path: Path, content: bytes) -> None:
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(local, "_write_file", failing)
+    monkeypatch.setattr(publishing, "write_file", failing)
     with pytest.raises(PublishError) as raised:
         await target.publish(app_id="app-1", app_version_id="v1", files=APP_FILES)
 
@@ -323,7 +422,7 @@ async def test_disk_errors_are_classified(
     ],
 )
 def test_os_error_classification(code: int, retryable: bool) -> None:
-    assert local.is_retryable_os_error(OSError(code, os.strerror(code))) is retryable
+    assert publishing.is_retryable_os_error(OSError(code, os.strerror(code))) is retryable
 
 
 def backdate(path: Path, seconds: float) -> None:
@@ -333,7 +432,7 @@ def backdate(path: Path, seconds: float) -> None:
 
 async def test_sweep_removes_only_old_leftovers(root: Path, target: LocalTarget) -> None:
     await target.publish(app_id="app-1", app_version_id="v1", files=APP_FILES)
-    staging = root / local.STAGING_DIR
+    staging = root / layout.STAGING_DIR
     old, young = staging / "old", staging / "young"
     for leftover in (old, young):
         (leftover / "sub").mkdir(parents=True)
@@ -353,7 +452,7 @@ async def test_sweep_removes_only_old_leftovers(root: Path, target: LocalTarget)
 
 async def test_a_publish_sweeps_stale_staging(root: Path) -> None:
     target = LocalTarget(root, PUBLIC_URL, stale_staging_after=60)
-    stale = root / local.STAGING_DIR / "stale"
+    stale = root / layout.STAGING_DIR / "stale"
     stale.mkdir(parents=True)
     backdate(stale, 120)
 
@@ -391,4 +490,4 @@ def test_helpers_answer_for_unknown_or_bad_apps(target: LocalTarget) -> None:
     ],
 )
 def test_content_type_from_the_extension(path: str, expected: str) -> None:
-    assert local.content_type_for(path) == expected
+    assert content_type_for(path) == expected

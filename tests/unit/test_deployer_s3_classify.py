@@ -16,14 +16,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.base import ArtifactFile, PublishError
-from appforge.services.deployer.targets.s3 import (
-    S3Config,
-    S3Target,
-    classify_s3_error,
-    content_type_for,
-    plan_uploads,
-)
+from appforge.services.deployer.targets.s3 import S3Config, S3Target, plan_uploads
+from appforge.services.deployer.targets.s3_errors import classify_s3_error
 
 
 def client_error(status: int, code: str, message: str = "", op: str = "PutObject") -> ClientError:

@@ -15,22 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appforge.api.deployer.v1 import deployer_pb2_grpc
 from appforge.services.common import db
 from appforge.services.common.bus import Bus, create_bus
-from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.server import GrpcServer, ServiceRegistration
 from appforge.services.common.settings import Settings
 from appforge.services.deployer.chat_client import GrpcChatNotifier
+from appforge.services.deployer.deliverer import ChatNotifier, NoticeDeliverer
 from appforge.services.deployer.grpc_api import SERVICE_NAME, DeployerServicer
 from appforge.services.deployer.service import DeployerService
 from appforge.services.deployer.settings import DeploySettings
-from appforge.services.deployer.store import DeploymentStore
+from appforge.services.deployer.store import DeployerStores
 from appforge.services.deployer.targets.base import Target
 from appforge.services.deployer.targets.local import DeployHttpServer, LocalTarget
-from appforge.services.deployer.worker import (
-    ChatNotifier,
-    DeploymentWorker,
-    NoticeDeliverer,
-    WorkerConfig,
-)
+from appforge.services.deployer.timing import Timer, WallTimer
+from appforge.services.deployer.worker import DeploymentWorker
 
 
 @dataclass(kw_only=True)
@@ -52,7 +48,7 @@ class DeployerRuntime:
         local = self.targets.get("local")
         if isinstance(local, LocalTarget):
             # Staging dirs of crashed publishes; younger ones may be another replica's.
-            stale_after = max(3600.0, 2 * self.service.config.attempt_timeout)
+            stale_after = max(3600.0, 2 * self.service.config.policy.attempt_timeout)
             await local.sweep_staging(older_than_seconds=stale_after)
         if self.http is not None:
             await self.http.start()
@@ -87,25 +83,26 @@ def registration(service: DeployerService) -> ServiceRegistration:
 
 
 def build_targets(config: DeploySettings, data_dir: Path) -> dict[str, Target]:
-    """The targets this process can publish to (s3 only when a bucket is configured)."""
-    targets: dict[str, Target] = {
-        "local": LocalTarget(config.root_under(data_dir), config.public_url)
-    }
+    """The targets this process can publish to (s3 only when a bucket is configured), by
+    name: the name a Deploy request's `target` selects."""
+    made: list[Target] = [LocalTarget(config.root_under(data_dir), config.public_url)]
     if config.s3_configured:
         from appforge.services.deployer.targets.s3 import S3Config, S3Target
 
-        targets["s3"] = S3Target(
-            S3Config(
-                endpoint_url=config.s3_endpoint_url or None,
-                bucket=config.s3_bucket,
-                region=config.s3_region,
-                public_url=config.s3_public_url or None,
-                access_key_id=config.aws_access_key_id or None,
-                secret_access_key=config.aws_secret_access_key or None,
-                read_timeout=config.attempt_timeout,
+        made.append(
+            S3Target(
+                S3Config(
+                    endpoint_url=config.s3_endpoint_url or None,
+                    bucket=config.s3_bucket,
+                    region=config.s3_region,
+                    public_url=config.s3_public_url or None,
+                    access_key_id=config.aws_access_key_id or None,
+                    secret_access_key=config.aws_secret_access_key or None,
+                    read_timeout=config.policy.attempt_timeout,
+                )
             )
         )
-    return targets
+    return {target.name: target for target in made}
 
 
 def build_deployer(
@@ -117,7 +114,7 @@ def build_deployer(
     http_port: int | None,
     engine: AsyncEngine | None = None,
     bus: Bus | None = None,
-    clock: Clock | None = None,
+    clock: Timer | None = None,
     chat: ChatNotifier | None = None,
     targets: dict[str, Target] | None = None,
 ) -> DeployerRuntime:
@@ -130,13 +127,13 @@ def build_deployer(
         settings.resolved_database_url(), pool_size=settings.db_pool_size
     )
     bus = bus or create_bus(settings.redis_url)
-    clock = clock or SystemClock()
+    clock = clock or WallTimer()
     chat = chat or GrpcChatNotifier(settings.chat_addr)
     targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
-    store = DeploymentStore(engine)
+    stores = DeployerStores.over(engine)
     wake = asyncio.Event()
     service = DeployerService(
-        store,
+        stores.deployments,
         bus,
         clock,
         settings,
@@ -150,25 +147,24 @@ def build_deployer(
         deliverer_wake.set()  # a deployment that just ended has a notice to deliver
         await service.changed(deployment_id)
 
-    config = WorkerConfig(lease=deploy.lease, poll_interval=deploy.poll_interval)
     identity = f"{socket.gethostname()[:40]}:{os.getpid()}"
     workers = [
         DeploymentWorker(
             worker_id=f"{identity}:{n}",
-            store=store,
+            store=stores.attempts,
             targets=targets,
             clock=clock,
-            config=config,
+            config=deploy.worker,
             wake=wake,
             on_change=on_change,
         )
         for n in range(deploy.workers)
     ]
     deliverer = NoticeDeliverer(
-        store=store,
+        outbox=stores.outbox,
         chat=chat,
         clock=clock,
-        poll_interval=deploy.poll_interval,
+        poll_interval=deploy.worker.poll_interval,
         wake=deliverer_wake,
     )
 

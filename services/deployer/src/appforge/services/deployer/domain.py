@@ -9,13 +9,11 @@ own chat message.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any
+from enum import Enum, IntEnum
+from typing import Any, TypeAlias
 
-from appforge.services.common.errors import InvalidArgument, LimitExceeded
-from appforge.services.common.paths import safe_relative_path
+from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.retry import backoff_delay as retry_delay
 
 US = 1_000_000
@@ -54,7 +52,11 @@ TARGETS = ("local", "s3")
 
 @dataclass(frozen=True, kw_only=True)
 class Policy:
-    """Deadlines and retries of one deployment, in seconds."""
+    """Deadlines and retries of one deployment, in seconds.
+
+    These defaults are the server's defaults too: DeploySettings reads them, so they are
+    written here only.
+    """
 
     attempt_timeout: float = 300.0
     max_attempts: int = 4
@@ -90,6 +92,19 @@ def backoff_delay(retry: int, policy: Policy, rng: random.Random) -> float:
         multiplier=policy.multiplier,
         uniform=rng.uniform,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """How workers poll, lease and heartbeat, in seconds."""
+
+    lease: float = 30.0
+    poll_interval: float = 1.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        # Often enough to keep the lease, and to notice a cancel request within 2 s.
+        return min(self.lease / 3, 2.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,54 +205,6 @@ def final_notice(
     raise ValueError(f"{status.name} is not a terminal status")
 
 
-# --- artifacts -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArtifactLimits:
-    """What one deployment may carry."""
-
-    max_files: int = 1000
-    max_file_bytes: int = 5 * 1024 * 1024
-    max_total_bytes: int = 50 * 1024 * 1024
-    max_path_length: int = 512
-
-
-def normalise_path(path: str, field_name: str, limits: ArtifactLimits) -> str:
-    """A safe relative path (posix, normalised, inside the version), or InvalidArgument."""
-    return safe_relative_path(path, field_name, max_length=limits.max_path_length)
-
-
-def validate_files(paths_and_sizes: Sequence[tuple[str, int]], limits: ArtifactLimits) -> list[str]:
-    """Check an artifact's files; return their normalised paths."""
-    if not paths_and_sizes:
-        raise InvalidArgument("must contain at least one file", field="files")
-    if len(paths_and_sizes) > limits.max_files:
-        raise LimitExceeded(
-            f"has {len(paths_and_sizes)} files; the limit is {limits.max_files}", field="files"
-        )
-    total = 0
-    seen: set[str] = set()
-    normalised = []
-    for index, (path, size) in enumerate(paths_and_sizes):
-        normal = normalise_path(path, f"files[{index}].path", limits)
-        if normal in seen:
-            raise InvalidArgument(f"{normal!r} appears twice", field=f"files[{index}].path")
-        seen.add(normal)
-        if size > limits.max_file_bytes:
-            raise LimitExceeded(
-                f"is {size} bytes; the limit is {limits.max_file_bytes}",
-                field=f"files[{index}].content",
-            )
-        total += size
-        normalised.append(normal)
-    if total > limits.max_total_bytes:
-        raise LimitExceeded(
-            f"total {total} bytes; the limit is {limits.max_total_bytes}", field="files"
-        )
-    return normalised
-
-
 # --- deployments ---------------------------------------------------------------------------
 
 
@@ -295,3 +262,69 @@ class Claim:
     deployment: Deployment
     attempt: int
     deadline_us: int
+
+
+# --- what the store answers a worker ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enqueued:
+    """The deployment a Deploy call stands for; `created` is False if it was queued before."""
+
+    deployment: Deployment
+    created: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recovered:
+    """A crashed worker's deployment, taken over: its lost attempt is recorded and the
+    deployment moved on (retried later, or ended); there is no attempt to make now."""
+
+    deployment_id: str
+    lost_attempt: int
+    lost_worker: str
+    status: DeploymentStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class NothingDue:
+    """No deployment is due now."""
+
+
+ClaimResult: TypeAlias = Claim | Recovered | NothingDue
+
+
+class LeaseState(Enum):
+    """What a heartbeat found: the lease still held, held with a cancel requested, or lost."""
+
+    HELD = "held"
+    CANCEL_REQUESTED = "cancel_requested"
+    LOST = "lost"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecorded:
+    """An attempt's end was recorded; `status` is where its deployment now stands."""
+
+    status: DeploymentStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseLost:
+    """An attempt's end was discarded: the worker no longer held the deployment's lease."""
+
+    deployment_id: str
+
+
+FinishResult: TypeAlias = AttemptRecorded | LeaseLost
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingNotice:
+    """A notice in the outbox, due for delivery to the execution's chat message."""
+
+    deployment_id: str
+    app_id: str
+    execution_id: str
+    notice: Notice
+    tries: int

@@ -15,15 +15,9 @@ from appforge.services.common.errors import FailedPrecondition, InvalidArgument
 from appforge.services.common.logging import get_logger
 from appforge.services.common.settings import Settings
 from appforge.services.common.validation import require_id
+from appforge.services.deployer.artifacts import ArtifactLimits, validate_files
 from appforge.services.deployer.content_types import content_type_for
-from appforge.services.deployer.domain import (
-    TARGETS,
-    ArtifactLimits,
-    Deployment,
-    DeployRequest,
-    Policy,
-    validate_files,
-)
+from appforge.services.deployer.domain import TARGETS, Deployment, DeployRequest, Policy
 from appforge.services.deployer.settings import DeploySettings
 from appforge.services.deployer.store import DeploymentStore
 
@@ -70,13 +64,13 @@ class DeployerService:
 
     def policy(self, overrides: PolicyOverrides) -> Policy:
         """The request's policy over the server's defaults, validated."""
-        defaults = self.config
+        defaults = self.config.policy
         return Policy(
             attempt_timeout=_pick(overrides.attempt_timeout, defaults.attempt_timeout),
             max_attempts=_pick(overrides.max_attempts, defaults.max_attempts),
             initial_backoff=_pick(overrides.initial_backoff, defaults.initial_backoff),
             max_backoff=_pick(overrides.max_backoff, defaults.max_backoff),
-            overall_deadline=overrides.overall_deadline,
+            overall_deadline=_pick(overrides.overall_deadline, defaults.overall_deadline),
         ).validated()
 
     async def deploy(
@@ -110,8 +104,9 @@ class DeployerService:
                 for path, (_, content, content_type) in zip(paths, files, strict=True)
             ),
         )
-        deployment, created = await self.store.create(request, self.clock.now_us())
-        if created:
+        enqueued = await self.store.create(request, self.clock.now_us())
+        deployment = enqueued.deployment
+        if enqueued.created:
             log.info(
                 "deployment_queued",
                 deployment_id=deployment.id,
@@ -125,6 +120,7 @@ class DeployerService:
         return deployment
 
     async def get(self, deployment_id: str) -> Deployment:
+        """The deployment with its attempts, or NotFound."""
         return await self.store.get(
             require_id(deployment_id, "deployment_id", self.settings.limits)
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from appforge.services.common.errors import ConfigError
+from appforge.services.common.errors import ConfigError, InvalidArgument
 from appforge.services.common.settings import read_count, read_seconds
+from appforge.services.deployer.domain import TARGETS, Policy, WorkerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,19 +26,17 @@ class DeploySettings:
     s3_public_url: str = ""
     aws_access_key_id: str = ""
     aws_secret_access_key: str = ""
-    attempt_timeout: float = 300.0
-    max_attempts: int = 4
-    initial_backoff: float = 1.0
-    max_backoff: float = 60.0
-    lease: float = 30.0
+    policy: Policy = field(default_factory=Policy)  # the default of requests that set none
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
     workers: int = 4
-    poll_interval: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeploySettings:
         target = env.get("APPFORGE_DEPLOY_TARGET") or "local"
-        if target not in ("local", "s3"):
-            raise ConfigError(f"APPFORGE_DEPLOY_TARGET must be local or s3, got {target!r}")
+        if target not in TARGETS:
+            raise ConfigError(
+                f"APPFORGE_DEPLOY_TARGET must be one of {', '.join(TARGETS)}, got {target!r}"
+            )
         http_port = read_count(env, "APPFORGE_DEPLOY_HTTP_PORT", 8080)
         root = env.get("APPFORGE_DEPLOY_ROOT")
         return cls(
@@ -51,13 +50,14 @@ class DeploySettings:
             s3_public_url=env.get("APPFORGE_S3_PUBLIC_URL", ""),
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID", ""),
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
-            attempt_timeout=read_seconds(env, "APPFORGE_DEPLOY_ATTEMPT_TIMEOUT", 300.0),
-            max_attempts=read_count(env, "APPFORGE_DEPLOY_MAX_ATTEMPTS", 4),
-            initial_backoff=read_seconds(env, "APPFORGE_DEPLOY_INITIAL_BACKOFF", 1.0),
-            max_backoff=read_seconds(env, "APPFORGE_DEPLOY_MAX_BACKOFF", 60.0),
-            lease=read_seconds(env, "APPFORGE_DEPLOY_LEASE", 30.0),
+            policy=_policy_from_env(env),
+            worker=WorkerConfig(
+                lease=read_seconds(env, "APPFORGE_DEPLOY_LEASE", _WORKER.lease),
+                poll_interval=read_seconds(
+                    env, "APPFORGE_DEPLOY_POLL_INTERVAL", _WORKER.poll_interval
+                ),
+            ),
             workers=read_count(env, "APPFORGE_DEPLOY_WORKERS", 4),
-            poll_interval=read_seconds(env, "APPFORGE_DEPLOY_POLL_INTERVAL", 1.0),
         )
 
     def serving_on(self, http_port: int) -> DeploySettings:
@@ -77,3 +77,29 @@ class DeploySettings:
     @property
     def s3_configured(self) -> bool:
         return bool(self.s3_bucket)
+
+
+# The defaults live in the domain; the environment only overrides them.
+_POLICY = Policy()
+_WORKER = WorkerConfig()
+
+
+def _policy_from_env(env: Mapping[str, str]) -> Policy:
+    """The default deployment policy: APPFORGE_DEPLOY_* over the domain's defaults."""
+    policy = Policy(
+        attempt_timeout=read_seconds(
+            env, "APPFORGE_DEPLOY_ATTEMPT_TIMEOUT", _POLICY.attempt_timeout
+        ),
+        max_attempts=read_count(env, "APPFORGE_DEPLOY_MAX_ATTEMPTS", _POLICY.max_attempts),
+        initial_backoff=read_seconds(
+            env, "APPFORGE_DEPLOY_INITIAL_BACKOFF", _POLICY.initial_backoff
+        ),
+        max_backoff=read_seconds(env, "APPFORGE_DEPLOY_MAX_BACKOFF", _POLICY.max_backoff),
+    )
+    try:
+        return policy.validated()
+    except InvalidArgument as exc:
+        # Only max_backoff below initial_backoff gets here: the readers refuse the rest.
+        raise ConfigError(
+            "APPFORGE_DEPLOY_MAX_BACKOFF must not be below APPFORGE_DEPLOY_INITIAL_BACKOFF"
+        ) from exc

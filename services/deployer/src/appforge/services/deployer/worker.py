@@ -1,48 +1,42 @@
-"""Deployment workers and the notice deliverer: the loops inside every deployer process.
+"""Deployment workers: the loops inside every deployer process that publish deployments.
 
 A worker claims a due deployment, runs one attempt under the attempt's deadline while a
 heartbeat extends its lease, and records how it ended. The heartbeat also carries
-cancellation: a cancel request or a lost lease stops the attempt at once. The deliverer
-sends the outbox's notices to chat until chat acknowledges each one.
+cancellation: a cancel request or a lost lease stops the attempt at once. Every wait (the
+deadline, the heartbeat, an idle poll) is on the injected timer, never on real seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import assert_never
 
-from appforge.services.common.clock import Clock
 from appforge.services.common.logging import get_logger
-from appforge.services.deployer.domain import US, AttemptOutcome, Claim, Policy, backoff_delay
+from appforge.services.deployer.domain import (
+    US,
+    AttemptOutcome,
+    AttemptRecorded,
+    Claim,
+    LeaseLost,
+    LeaseState,
+    NothingDue,
+    Recovered,
+    WorkerConfig,
+)
 from appforge.services.deployer.metrics import (
     DEPLOY_ATTEMPTS,
     DEPLOY_RETRIES,
     DEPLOY_TIMEOUTS,
     DEPLOYMENTS,
 )
-from appforge.services.deployer.store import DeploymentStore
+from appforge.services.deployer.store import AttemptStore
 from appforge.services.deployer.targets.base import PublishError, Target
+from appforge.services.deployer.timing import Timer, wait_for_event
 
 log = get_logger(__name__)
 
 OnChange = Callable[[str], Awaitable[None]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerConfig:
-    """How workers poll, lease and heartbeat."""
-
-    lease: float = 30.0
-    poll_interval: float = 1.0
-
-    @property
-    def heartbeat_interval(self) -> float:
-        # Often enough to keep the lease, and to notice a cancel request within 2 s.
-        return min(self.lease / 3, 2.0)
 
 
 class _Stop(Exception):
@@ -60,9 +54,9 @@ class DeploymentWorker:
         self,
         *,
         worker_id: str,
-        store: DeploymentStore,
+        store: AttemptStore,
         targets: Mapping[str, Target],
-        clock: Clock,
+        clock: Timer,
         config: WorkerConfig,
         wake: asyncio.Event,
         on_change: OnChange,
@@ -81,24 +75,39 @@ class DeploymentWorker:
             # Cleared before the claim, not after: a Deploy committed while the claim runs
             # sets it again, so the wait below returns at once instead of sleeping through.
             self.wake.clear()
+            # The idle wait ends relative to this same instant, so a clock moved on while
+            # the claim ran is never slept through.
+            now_us = self.clock.now_us()
             try:
-                claim = await self.store.claim(
-                    self.worker_id, self.config.lease, self.clock.now_us()
-                )
+                claimed = await self.store.claim(self.worker_id, self.config.lease, now_us)
             except Exception as exc:  # the database may be down: back off and try again
                 log.warning("claim_failed", worker=self.worker_id, error=repr(exc))
-                await self._idle()
+                await self._idle(now_us)
                 continue
-            if claim is True:
-                continue
-            if claim is None:
-                await self._idle()
-                continue
-            await self.attempt(claim)
+            match claimed:
+                case Claim():
+                    await self.attempt(claimed)
+                case Recovered():
+                    log.warning(
+                        "lease_taken_over",
+                        deployment_id=claimed.deployment_id,
+                        attempt=claimed.lost_attempt,
+                        lost_worker=claimed.lost_worker,
+                        status=claimed.status.name.lower(),
+                        worker=self.worker_id,
+                    )
+                    DEPLOY_ATTEMPTS.labels(AttemptOutcome.LOST.name.lower()).inc()
+                    if claimed.status.terminal:
+                        DEPLOYMENTS.labels(claimed.status.name.lower()).inc()
+                    await self.on_change(claimed.deployment_id)
+                case NothingDue():
+                    await self._idle(now_us)
+                case _:
+                    assert_never(claimed)
 
-    async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.config.poll_interval)
+    async def _idle(self, since_us: int) -> None:
+        poll_us = int(self.config.poll_interval * US)
+        await wait_for_event(self.wake, self.clock, since_us + poll_us)
 
     async def attempt(self, claim: Claim) -> None:
         """Run one attempt and record its outcome."""
@@ -115,12 +124,17 @@ class DeploymentWorker:
         if outcome is None:
             log.warning("attempt_abandoned_lease_lost", **fields)
             return
-        finished = await self.store.finish_attempt(
+        recorded = await self.store.finish_attempt(
             claim, self.worker_id, outcome=outcome, error=error, url=url, now_us=self.clock.now_us()
         )
-        if finished is None:
-            log.warning("attempt_result_discarded_lease_lost", **fields)
-            return
+        match recorded:
+            case LeaseLost():
+                log.warning("attempt_result_discarded_lease_lost", **fields)
+                return
+            case AttemptRecorded(status=finished):
+                pass
+            case _:
+                assert_never(recorded)
         log.info(
             "attempt_finished",
             outcome=outcome.name.lower(),
@@ -157,14 +171,15 @@ class DeploymentWorker:
                 )
             )
             watchdog = asyncio.ensure_future(self._heartbeat(deployment.id))
+            deadline = asyncio.ensure_future(self.clock.sleep_until(claim.deadline_us))
+            running = (publish, watchdog, deadline)
             try:
-                done, _ = await asyncio.wait(
-                    {publish, watchdog}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (publish, watchdog):
+                for task in running:
                     task.cancel()
-                await asyncio.gather(publish, watchdog, return_exceptions=True)
+                await asyncio.gather(*running, return_exceptions=True)
+            # A publish that finished counts, even if the deadline passed meanwhile.
             if publish in done and not publish.cancelled():
                 publication = publish.result()
                 return AttemptOutcome.SUCCEEDED, "", publication.url
@@ -189,96 +204,22 @@ class DeploymentWorker:
 
     async def _heartbeat(self, deployment_id: str) -> None:
         """Extend the lease until cancelled; raise _Stop on a lost lease or a cancel."""
+        interval_us = int(self.config.heartbeat_interval * US)
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await self.clock.sleep_until(self.clock.now_us() + interval_us)
             try:
-                cancel = await self.store.heartbeat(
+                lease = await self.store.heartbeat(
                     deployment_id, self.worker_id, self.config.lease, self.clock.now_us()
                 )
             except Exception as exc:  # keep trying until the lease itself runs out
                 log.warning("heartbeat_failed", deployment_id=deployment_id, error=repr(exc))
                 continue
-            if cancel is None:
-                raise _Stop(None, "lease lost")
-            if cancel:
-                raise _Stop(AttemptOutcome.CANCELLED, "cancelled on request")
-
-
-class ChatNotifier(Protocol):
-    """Delivers a deployment's end to the execution's chat message."""
-
-    async def notify(
-        self, *, app_id: str, execution_id: str, failed: bool, metadata: Mapping[str, Any]
-    ) -> None: ...
-
-
-class NoticeDeliverer:
-    """Sends outbox notices to chat until each one is acknowledged."""
-
-    RETRY = Policy(initial_backoff=0.1, max_backoff=5.0)
-    # Longer than one notify call (10 s timeout), so a claimed notice is not sent twice.
-    CLAIM_LEASE = 30.0
-
-    def __init__(
-        self,
-        *,
-        store: DeploymentStore,
-        chat: ChatNotifier,
-        clock: Clock,
-        poll_interval: float,
-        wake: asyncio.Event,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.store = store
-        self.chat = chat
-        self.clock = clock
-        self.poll_interval = poll_interval
-        self.wake = wake
-        self.rng = rng or random.Random()
-        self._in_flight = asyncio.Semaphore(16)
-
-    async def run(self) -> None:
-        while True:
-            self.wake.clear()  # before reading, so a notice written meanwhile is not missed
-            try:
-                await self.deliver_due()
-            except Exception as exc:
-                log.warning("outbox_read_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll_interval)
-
-    async def deliver_due(self) -> int:
-        """Claim the due notices and try each once, concurrently; return how many chat took."""
-        notices = await self.store.claim_notices(self.clock.now_us(), self.CLAIM_LEASE)
-        results = await asyncio.gather(*(self._deliver(n) for n in notices))
-        return sum(results)
-
-    async def _deliver(self, notice: Any) -> bool:
-        async with self._in_flight:
-            try:
-                await self.chat.notify(
-                    app_id=notice.app_id,
-                    execution_id=notice.execution_id,
-                    failed=notice.failed,
-                    metadata=notice.metadata,
-                )
-            except Exception as exc:
-                delay = backoff_delay(notice.tries + 1, self.RETRY, self.rng)
-                await self.store.notice_failed(
-                    notice.deployment_id, repr(exc), self.clock.now_us() + int(delay * US)
-                )
-                log.warning(
-                    "notice_not_delivered",
-                    deployment_id=notice.deployment_id,
-                    execution_id=notice.execution_id,
-                    tries=notice.tries + 1,
-                    error=repr(exc),
-                )
-                return False
-            await self.store.notice_delivered(notice.deployment_id, self.clock.now_us())
-            log.info(
-                "notice_delivered",
-                deployment_id=notice.deployment_id,
-                execution_id=notice.execution_id,
-            )
-            return True
+            match lease:
+                case LeaseState.HELD:
+                    continue
+                case LeaseState.LOST:
+                    raise _Stop(None, "lease lost")
+                case LeaseState.CANCEL_REQUESTED:
+                    raise _Stop(AttemptOutcome.CANCELLED, "cancelled on request")
+                case _:
+                    assert_never(lease)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import http
 import json
 import posixpath
 import re
@@ -28,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped, unused-ignore]
 from aiobotocore.session import get_session  # type: ignore[import-untyped, unused-ignore]
@@ -37,6 +35,11 @@ from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.logging import get_logger
 from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
+from appforge.services.deployer.targets.s3_errors import (
+    classify_s3_error,
+    http_status,
+    most_telling,
+)
 
 log = get_logger(__name__)
 
@@ -47,25 +50,6 @@ HTML_CACHE_CONTROL = "no-cache"
 # Keys carry the version id and a version's bytes never change, so assets may be cached hard.
 ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
-MAX_MESSAGE_CHARS = 300
-
-# Error codes that mean "try again later", whatever HTTP status carries them
-# (RequestTimeout, for one, comes with a 400).
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "OperationAborted",
-    }
-)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -240,7 +224,7 @@ class S3Target:
         try:
             await client.head_object(Bucket=self.config.bucket, Key=marker_key)
         except botocore.exceptions.ClientError as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return False
             raise
         return True
@@ -266,7 +250,7 @@ class S3Target:
                 for item in uploads:
                     group.create_task(upload(item))
         except ExceptionGroup as errors:
-            raise _most_telling(errors) from errors
+            raise most_telling(errors) from errors
 
     def _pointer(self, app_id: str, app_version_id: str) -> ObjectUpload:
         body = {"version": app_version_id, "published_at": self._now_iso()}
@@ -358,78 +342,3 @@ def _json_upload(key: str, body: dict[str, Any]) -> ObjectUpload:
         content_type="application/json",
         cache_control=HTML_CACHE_CONTROL,
     )
-
-
-def _leaves(errors: BaseExceptionGroup[Any]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in errors.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
-def _most_telling(errors: ExceptionGroup[Exception]) -> PublishError:
-    """One error for a batch of failed uploads: a permanent failure beats a transient one."""
-    classified = [classify_s3_error(exc) for exc in _leaves(errors) if isinstance(exc, Exception)]
-    if not classified:
-        return PublishError(f"s3 upload failed: {errors}", retryable=False)
-    return next((e for e in classified if not e.retryable), classified[0])
-
-
-def _status(exc: Any) -> int | None:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status if isinstance(status, int) else None
-
-
-def _short(text: object) -> str:
-    one_line = " ".join(str(text).split())
-    if len(one_line) <= MAX_MESSAGE_CHARS:
-        return one_line
-    return one_line[: MAX_MESSAGE_CHARS - 1] + "…"
-
-
-def _client_error(exc: Any) -> PublishError:
-    status = _status(exc)
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    message = str(error.get("Message") or "")
-    if code == str(status) or not code:
-        # Responses without a body (HEAD) carry the status as their code.
-        code = _reason(status)
-    head = " ".join(part for part in ("s3", str(status or ""), code) if part)
-    redundant = message.replace(" ", "") == code  # "Service Unavailable" says no more
-    text = f"{head}: {message}" if message and not redundant else head
-    retryable = code in RETRYABLE_CODES or status == 429 or (status is not None and status >= 500)
-    return PublishError(_short(text), retryable=retryable)
-
-
-def _reason(status: int | None) -> str:
-    try:
-        return http.HTTPStatus(status or 0).phrase.replace(" ", "")
-    except ValueError:
-        return "Error"
-
-
-def classify_s3_error(exc: BaseException) -> PublishError:
-    """A `PublishError` for whatever an S3 call raised, retryable or not (issue 3, "Policy").
-
-    Retryable: HTTP 429 and 5xx, throttling and timeout codes, timeouts and connection
-    errors. Not retryable: other 4xx (bad credentials, no such bucket…), invalid
-    parameters, missing credentials, and anything unforeseen (it is a bug, not a blip).
-    """
-    errors = botocore.exceptions
-    if isinstance(exc, PublishError):
-        return exc
-    if isinstance(exc, errors.ClientError):
-        return _client_error(exc)
-    if isinstance(exc, errors.ConnectTimeoutError | errors.ReadTimeoutError | TimeoutError):
-        return PublishError(_short(f"s3 timed out: {exc or type(exc).__name__}"), retryable=True)
-    if isinstance(exc, errors.ConnectionError | errors.HTTPClientError):
-        return PublishError(_short(f"s3 connection failed: {exc}"), retryable=True)
-    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
-        detail = str(exc) or type(exc).__name__
-        return PublishError(_short(f"s3 connection failed: {detail}"), retryable=True)
-    if isinstance(exc, errors.NoCredentialsError | errors.PartialCredentialsError):
-        return PublishError(_short(f"s3 credentials: {exc}"), retryable=False)
-    if isinstance(exc, errors.ParamValidationError):
-        return PublishError(_short(f"s3 rejected the request: {exc}"), retryable=False)
-    return PublishError(_short(f"s3 error: {type(exc).__name__}: {exc}"), retryable=False)
