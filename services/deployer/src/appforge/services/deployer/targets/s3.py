@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped, unus
 
 from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.logging import get_logger
+from appforge.services.common.paths import path_problem
 from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
 from appforge.services.deployer.targets.s3_errors import (
@@ -316,22 +316,10 @@ def _check_id(name: str, value: str) -> None:
 
 
 def _check_path(path: str) -> None:
-    problem = None
-    if not path:
-        problem = "is empty"
-    elif path.startswith("/") or "\\" in path:
-        problem = "must be relative, with '/' separators"
-    elif any(ord(c) < 0x20 or c == "\x7f" for c in path):
-        problem = "contains control characters"
-    elif ".." in path.split("/"):
-        problem = "must not contain '..'"
-    elif any(part in ("", ".") for part in path.split("/")):
-        problem = "is not normalised"
-    elif posixpath.normpath(path) != path:
-        problem = "is not normalised"
-    elif path == MARKER_NAME:
+    problem = path_problem(path)
+    if problem is None and path == MARKER_NAME:
         problem = "is reserved for the publication marker"
-    if problem:
+    if problem is not None:
         raise PublishError(f"file path {path[:80]!r} {problem}", retryable=False)
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 from aiohttp import web
 
 from appforge.services.common.logging import get_logger
+from appforge.services.common.paths import component_problem, path_problem
 from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.targets.local.layout import (
     APPS_DIR,
     CURRENT_LINK,
     VERSIONS_DIR,
-    id_problem,
-    path_problem,
 )
 
 log = get_logger(__name__)
@@ -82,7 +81,7 @@ class DeployHttpServer:
         return web.Response(text="ok")
 
     async def _add_slash(self, request: web.Request) -> web.StreamResponse:
-        if id_problem(request.match_info["app_id"]) is not None:
+        if component_problem(request.match_info["app_id"]) is not None:
             raise web.HTTPNotFound()
         location = request.rel_url.raw_path + "/"
         if request.rel_url.raw_query_string:
@@ -93,7 +92,7 @@ class DeployHttpServer:
         app_id = request.match_info["app_id"]
         tail = request.match_info["tail"]
         relative = tail + "index.html" if tail == "" or tail.endswith("/") else tail
-        if id_problem(app_id) is not None or path_problem(relative) is not None:
+        if component_problem(app_id) is not None or path_problem(relative) is not None:
             raise web.HTTPNotFound()
         found = await asyncio.to_thread(self._locate, app_id, relative)
         if found is None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from appforge.services.common.logging import get_logger
+from appforge.services.common.paths import component_problem
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
 from appforge.services.deployer.targets.local.layout import (
     APPS_DIR,
     CURRENT_LINK,
     VERSIONS_DIR,
-    id_problem,
     validate_publication,
 )
 from appforge.services.deployer.targets.local.publishing import (
@@ -71,7 +71,7 @@ class LocalTarget:
 
     def published_versions(self, app_id: str) -> list[str]:
         """The app's published version ids, sorted."""
-        if id_problem(app_id) is not None:
+        if component_problem(app_id) is not None:
             return []
         try:
             return sorted(os.listdir(self._root / APPS_DIR / app_id / VERSIONS_DIR))
@@ -80,7 +80,7 @@ class LocalTarget:
 
     def current_version(self, app_id: str) -> str | None:
         """The version id the app's `current` link points at, or None before any publish."""
-        if id_problem(app_id) is not None:
+        if component_problem(app_id) is not None:
             return None
         try:
             target = os.readlink(self._root / APPS_DIR / app_id / CURRENT_LINK)
