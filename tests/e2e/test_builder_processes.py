@@ -176,7 +176,9 @@ async def test_a_killed_builders_execution_is_failed_by_a_surviving_one(spawn: S
                 stream = builder_pb2_grpc.BuilderServiceStub(channel).Build(
                     builder_pb2.BuildRequest(app_id=app.id, prompt="build a calculator")
                 )
-                started = (await stream.read()).started
+                first = await stream.read()
+                assert isinstance(first, builder_pb2.BuildEvent), first
+                started = first.started
                 await asyncio.wait_for(endpoint.silent.wait(), 30)  # mid-execution
                 doomed.process.kill()  # SIGKILL: no shutdown path runs
                 doomed.process.wait(10)
@@ -188,7 +190,8 @@ async def test_a_killed_builders_execution_is_failed_by_a_surviving_one(spawn: S
                     timeout=20,
                 )
     message = event.message
-    assert "no heartbeat for 1 s" in message.metadata["error"]
+    error = message.metadata["error"]
+    assert isinstance(error, str) and "no heartbeat for 1 s" in error
     calls = [c for item in message.flow if item.HasField("tools") for c in item.tools.calls]
     assert [c.status for c in calls] == [flow_pb2.TOOL_STATUS_SUCCEEDED] * 2
     assert all(not item.HasField("tools") or item.seq == 2 for item in message.flow)

@@ -9,22 +9,28 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
+from google.protobuf import json_format
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
+from appforge.api.chat.v1 import chat_pb2
 from appforge.cli import installed
 from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
 from appforge.services.builder.clients import ChatPort, GrpcChat
 from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
 from appforge.services.builder.models.scripted import ScriptedModel
-from appforge.services.builder.runner import SandboxWorkspace, Workspace
 from appforge.services.builder.sandbox import Sandbox, SandboxLimits
 from appforge.services.builder.settings import BuilderSettings
+from appforge.services.builder.workspace import SandboxWorkspace, Workspace
 from appforge.services.common import db, migrate
 from appforge.services.common.clock import Clock
 from appforge.services.common.settings import Settings
+
+BuildCall = grpc.aio.UnaryStreamCall[builder_pb2.BuildRequest, builder_pb2.BuildEvent]
+# What `read()` answers once a stream has ended (grpc-stubs does not declare it).
+EOF: Final[object] = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 @dataclass(kw_only=True)
@@ -111,7 +117,7 @@ class BuilderHandle:
 
     runtime: BuilderRuntime
     channel: grpc.aio.Channel
-    stub: builder_pb2_grpc.BuilderServiceStub
+    stub: builder_pb2_grpc.BuilderServiceAsyncStub
     deployer: RecordingDeployer
     sandboxes: Path
     workspaces: dict[str, Workspace]
@@ -176,28 +182,56 @@ async def running_builder(
             workspaces=workspaces,
         )
     finally:
-        await channel.close()
+        await channel.close(None)
         await runtime.server.stop()
         await runtime.close()
 
 
-async def collect(stream: Any, timeout: float = 20.0) -> list[builder_pb2.BuildEvent]:
+async def next_event(stream: BuildCall) -> builder_pb2.BuildEvent | None:
+    """The next event of a Build call; None once the stream has ended."""
+    event = await stream.read()
+    if event is EOF:
+        return None
+    assert isinstance(event, builder_pb2.BuildEvent), event
+    return event
+
+
+async def read_started(stream: BuildCall) -> builder_pb2.BuildStarted:
+    """The first event of a Build call, which must be `started`."""
+    event = await next_event(stream)
+    assert event is not None and event.HasField("started"), event
+    return event.started
+
+
+async def collect(stream: BuildCall, timeout: float = 20.0) -> list[builder_pb2.BuildEvent]:
     """Every (remaining) event of a Build call, up to and including `finished`."""
     events: list[builder_pb2.BuildEvent] = []
     async with asyncio.timeout(timeout):
-        while (event := await stream.read()) is not grpc.aio.EOF:
+        while (event := await next_event(stream)) is not None:
             events.append(event)
     assert events and events[-1].HasField("finished"), events
     return events
 
 
+def metadata_value(message: chat_pb2.ChatMessage, key: str) -> object:
+    """One metadata value of a message as plain Python (a Struct becomes a dict)."""
+    return json_format.MessageToDict(message.metadata)[key]
+
+
+def metadata_text(message: chat_pb2.ChatMessage, key: str) -> str:
+    """A metadata value of a message that must be a string."""
+    value = metadata_value(message, key)
+    assert isinstance(value, str), (key, value)
+    return value
+
+
 async def start_gated(
     handle: BuilderHandle, app_id: str, prompt: str = "build a calculator"
-) -> tuple[Any, builder_pb2.BuildStarted, GatedWorkspace]:
+) -> tuple[BuildCall, builder_pb2.BuildStarted, GatedWorkspace]:
     """Start a Build on a gated builder and wait until all its gated calls are waiting:
     (the Build call, its `started`, the execution's workspace)."""
     stream = handle.stub.Build(builder_pb2.BuildRequest(app_id=app_id, prompt=prompt))
-    started = (await stream.read()).started
+    started = await read_started(stream)
     workspace = handle.workspaces[started.execution_id]
     assert isinstance(workspace, GatedWorkspace)
     await asyncio.wait_for(workspace.arrived.wait(), 10)

@@ -18,16 +18,16 @@ from appforge.services.builder.models.base import (
     TOOL_SCHEMAS,
     WRITE_FILE,
     Exchange,
+    ModelError,
     ToolResult,
     Turn,
 )
 from appforge.services.builder.models.openai import (
-    ModelError,
     OpenAIConfig,
     OpenAIModel,
-    backoff_delay,
     retry_after_seconds,
 )
+from appforge.services.common.retry import backoff_delay
 from tests.openai_endpoint import (
     APP_ARGS,
     INDEX_ARGS,

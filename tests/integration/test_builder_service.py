@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ from tests.integration.builder_fixtures import (
     BuilderHandle,
     OneBatchModel,
     collect,
+    metadata_text,
+    metadata_value,
+    next_event,
+    read_started,
     running_builder,
     start_gated,
 )
@@ -184,12 +188,14 @@ async def test_tools_finishing_out_of_order_all_land_on_the_one_message(
         order = sorted(files)
         random.Random(7).shuffle(order)
         assert order != sorted(order)
-        events = []
+        events: list[builder_pb2.BuildEvent] = []
         for path in order:  # one at a time: each ends before the next may
             workspace.release([path])
             async with asyncio.timeout(10):
                 while not any(_succeeded(e, path) for e in events):
-                    events.append(await stream.read())
+                    event = await next_event(stream)
+                    assert event is not None
+                    events.append(event)
         events += await collect(stream)
     assert events[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
     [message] = await assistant_messages(chat, app.id)
@@ -229,7 +235,7 @@ async def test_a_tool_past_its_deadline_times_out_and_fails_the_message(
     assert message.status == chat_pb2.MESSAGE_STATUS_FAILED
     [call] = message.flow[1].tools.calls
     assert call.status == flow_pb2.TOOL_STATUS_TIMED_OUT
-    assert "deadline" in dict(message.metadata)["error"]
+    assert "deadline" in metadata_text(message, "error")
     assert handle.deployer.calls == []
 
 
@@ -256,8 +262,8 @@ async def test_the_sweeper_times_out_a_call_its_runner_left_hanging(
     message = await chat.stub.GetMessage(chat_pb2.GetMessageRequest(message_id=started.message_id))
     assert message.status == chat_pb2.MESSAGE_STATUS_FAILED
     assert message.flow[1].tools.calls[0].status == flow_pb2.TOOL_STATUS_TIMED_OUT
-    assert "slow.html" not in dict(message.metadata)["error"]  # names the call, not its args
-    assert "w0 (write_file) passed its deadline" in dict(message.metadata)["error"]
+    assert "slow.html" not in metadata_text(message, "error")  # names the call, not its args
+    assert "w0 (write_file) passed its deadline" in metadata_text(message, "error")
 
 
 async def test_executions_of_a_dead_builder_are_failed_by_a_surviving_one(
@@ -294,7 +300,7 @@ async def test_executions_of_a_dead_builder_are_failed_by_a_surviving_one(
             chat_pb2.GetMessageRequest(message_id=started.message_id)
         )
         assert message.status == chat_pb2.MESSAGE_STATUS_FAILED
-        assert "stopped (no heartbeat for 30 s)" in dict(message.metadata)["error"]
+        assert "stopped (no heartbeat for 30 s)" in metadata_text(message, "error")
         [call] = message.flow[1].tools.calls
         assert call.status == flow_pb2.TOOL_STATUS_CANCELLED
         execution = await survivor.stub.GetExecution(
@@ -358,7 +364,7 @@ class TraversalModel:
         ("ok.txt", "fine"),
     )
 
-    async def next_turn(self, prompt: str, history: list[Exchange]) -> Turn:  # type: ignore[override]
+    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
         if history:
             return Turn(text="Some files could not be written.")
         return Turn(
@@ -377,7 +383,7 @@ async def test_path_traversal_and_limits_fail_the_calls_and_touch_nothing_outsid
         database_url=backend[1],
         chat_address=chat.address,
         tmp=tmp_path / "data",
-        models={"scripted": TraversalModel()},  # type: ignore[dict-item]
+        models={"scripted": TraversalModel()},
         sandbox_limits=SandboxLimits(max_file_bytes=1000),
     ) as handle:
         app = await new_app()
@@ -394,7 +400,8 @@ async def test_path_traversal_and_limits_fail_the_calls_and_touch_nothing_outsid
     ]
     assert "1000-byte limit" in calls["t4"].error
     assert "256" in calls["t3"].error
-    failed = dict(message.metadata)["failed_calls"]
+    failed = metadata_value(message, "failed_calls")
+    assert isinstance(failed, list)
     assert [c["call_id"] for c in failed] == ["t0", "t1", "t2", "t3", "t4"]
     assert sorted(p.name for p in tmp_path.parent.iterdir()) == before
     assert not (tmp_path / "escape.txt").exists() and not Path("/etc/appforge-escape").exists()
@@ -407,7 +414,7 @@ async def test_a_client_that_disconnects_does_not_stop_the_execution(
     app = await new_app()
     async with watching(chat.stub, app.id) as watcher:
         stream = builder.stub.Build(build(app.id))
-        started = (await stream.read()).started
+        started = await read_started(stream)
         stream.cancel()
         event = await watcher.until(
             lambda e: (

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from appforge.services.builder.store import ExecutionStatus, ExecutionStore
+from appforge.services.builder.domain import ExecutionStatus
+from appforge.services.builder.store import ExecutionStore
 from appforge.services.common.errors import AlreadyExists, NotFound
 from appforge.services.common.flow import ToolStatus
 from tests.integration.conftest import EXECUTION_CREATED_US, NewExecution

@@ -19,12 +19,12 @@ from appforge.services.builder.grpc_api import SERVICE_NAME, BuilderServicer
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
 from appforge.services.builder.models.scripted import ScriptedModel
-from appforge.services.builder.runner import SandboxWorkspace, Workspace
 from appforge.services.builder.sandbox import Sandbox
 from appforge.services.builder.service import BuilderService
 from appforge.services.builder.settings import BuilderSettings
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.sweeper import Sweeper
+from appforge.services.builder.workspace import SandboxWorkspace, Workspace
 from appforge.services.common import db
 from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.logging import get_logger

@@ -1,6 +1,8 @@
 """The builder's way to chat and the deployer: the ports it needs, and their gRPC adapters.
 
-Every write to chat goes by `execution_id` to the execution's one assistant message. Calls
+The ports speak the builder's domain (flow items and tool calls are the shared
+`appforge.services.common.flow` values); only the adapters know protobuf. Every write to
+chat goes by `execution_id` to the execution's one assistant message. Calls
 that fail because the other side is down are retried with a short, capped backoff; what is
 still down after that surfaces as `Unavailable` and the caller decides (the final notice
 outbox tries again later).
@@ -17,8 +19,11 @@ import grpc
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
-from appforge.api.flow.v1 import flow_pb2
+from appforge.services.builder.convert import files_to_proto
+from appforge.services.builder.domain import MessageStatus
 from appforge.services.common.errors import FailedPrecondition, Unavailable
+from appforge.services.common.flow import FlowItem
+from appforge.services.common.flow_proto import item_to_proto
 from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct
 from appforge.services.common.retry import backoff_delay
@@ -26,8 +31,6 @@ from appforge.services.common.rpc import LazyChannel, error_from_rpc
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
-
-MessageStatus = int  # chat_pb2.MessageStatus values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,11 +58,14 @@ class ChatPort(Protocol):
         *,
         app_id: str,
         execution_id: str,
-        items: Sequence[flow_pb2.FlowItem] = (),
-        status: MessageStatus = chat_pb2.MESSAGE_STATUS_UNSPECIFIED,
+        items: Sequence[FlowItem] = (),
+        status: MessageStatus | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """Write to the execution's one assistant message; its id."""
+        """Write to the execution's one assistant message; its id.
+
+        `status` None leaves the message's status as it is; so does an empty `metadata`.
+        """
         ...
 
 
@@ -153,15 +159,15 @@ class GrpcChat(LazyChannel):
         *,
         app_id: str,
         execution_id: str,
-        items: Sequence[flow_pb2.FlowItem] = (),
-        status: MessageStatus = chat_pb2.MESSAGE_STATUS_UNSPECIFIED,
+        items: Sequence[FlowItem] = (),
+        status: MessageStatus | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         request = chat_pb2.UpsertAssistantMessageRequest(
             app_id=app_id,
             execution_id=execution_id,
-            items=list(items),
-            status=status,  # type: ignore[arg-type]
+            items=[item_to_proto(item, execution_id) for item in items],
+            status=_message_status(status),
             metadata=struct(metadata) if metadata else None,
         )
         message = await self._call(
@@ -169,6 +175,13 @@ class GrpcChat(LazyChannel):
             lambda: self._stub().UpsertAssistantMessage(request, timeout=self.policy.timeout),
         )
         return message.id
+
+
+def _message_status(status: MessageStatus | None) -> chat_pb2.MessageStatus.ValueType:
+    # By name, not by number: the builder's enum names chat's statuses, it does not own them.
+    if status is None:
+        return chat_pb2.MESSAGE_STATUS_UNSPECIFIED
+    return chat_pb2.MessageStatus.Value(f"MESSAGE_STATUS_{status.name}")
 
 
 class GrpcDeployer(LazyChannel):
@@ -190,7 +203,7 @@ class GrpcDeployer(LazyChannel):
             app_id=app_id,
             app_version_id=app_version_id,
             execution_id=execution_id,
-            files=[flow_pb2.File(path=p, content=c) for p, c in files],
+            files=files_to_proto(files),
         )
         stub = deployer_pb2_grpc.DeployerServiceStub(self.channel())
         deployment = await call_with_retries(

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
-from appforge.services.builder.convert import execution_to_proto, version_to_proto
+from appforge.services.builder.convert import (
+    build_event_to_proto,
+    execution_to_proto,
+    version_to_proto,
+)
 from appforge.services.builder.service import BuilderService, BuildInput
 from appforge.services.common.server import Context
 
@@ -30,7 +34,7 @@ class BuilderServicer(builder_pb2_grpc.BuilderServiceServicer):
             request_id=request.request_id,
         )
         async for event in self.service.build(build):
-            yield event
+            yield build_event_to_proto(event)
 
     async def GetExecution(
         self, request: builder_pb2.GetExecutionRequest, context: Context

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from appforge.api.chat.v1 import chat_pb2
-from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.clients import ChatPort
-from appforge.services.builder.convert import tools_items
-from appforge.services.builder.domain import final_metadata
-from appforge.services.builder.store import ExecutionStatus, ExecutionStore
+from appforge.services.builder.domain import (
+    ExecutionStatus,
+    final_message_status,
+    final_metadata,
+    tools_items,
+)
+from appforge.services.builder.store import ExecutionStore
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError, Unavailable
+from appforge.services.common.flow import FlowItem
 from appforge.services.common.logging import get_logger
 
 log = get_logger(__name__)
 
-Delivered = Callable[[str, Sequence[flow_pb2.FlowItem]], None]
+Delivered = Callable[[str, Sequence[FlowItem]], None]
 
 
 class FinalNotices:
@@ -51,18 +54,13 @@ class FinalNotices:
         if execution.status is ExecutionStatus.RUNNING:
             raise ValueError(f"execution {execution_id} has not ended")
         calls = await self.store.calls(execution_id)
-        items = tools_items(execution_id, calls, self.json_limit)
-        succeeded = execution.status is ExecutionStatus.SUCCEEDED
+        items = tools_items(calls, self.json_limit)
         try:
             await self.chat.upsert(
                 app_id=execution.app_id,
                 execution_id=execution_id,
                 items=items,
-                status=(
-                    chat_pb2.MESSAGE_STATUS_COMPLETED
-                    if succeeded
-                    else chat_pb2.MESSAGE_STATUS_FAILED
-                ),
+                status=final_message_status(execution.status),
                 metadata=final_metadata(execution, calls),
             )
         except Unavailable as exc:

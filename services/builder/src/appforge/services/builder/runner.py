@@ -2,10 +2,11 @@
 
 Each turn of the model becomes flow items: its text a `message` item, its tool calls one
 `tools` item whose calls start PENDING. seq and stamps come from the execution's row
-(`ExecutionStore.allocate`), never from sleeping. The calls of a batch run concurrently,
-each under the deadline stored with it, and every state change is written at once to the
-execution's one assistant message and streamed to Build clients. When the model is done
-and every call succeeded, the files become an app version and Deploy is called once.
+(`ExecutionStore.allocate`), never from sleeping. The calls of a batch run concurrently
+(`BatchRunner`), each under the deadline stored with it, and every state change is
+written at once to the execution's one assistant message and streamed to Build clients
+(`FlowPublisher`). When the model is done and every call succeeded, the files become an
+app version and Deploy is called once.
 
 Whoever ends an execution (this runner, CancelExecution, the sweeper) delivers its final
 notice; the outbox redelivers it if chat was down.
@@ -14,77 +15,41 @@ notice; the outbox redelivers it if chat was down.
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from appforge.api.builder.v1 import builder_pb2
-from appforge.api.chat.v1 import chat_pb2
-from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.clients import ChatPort, DeployerPort
-from appforge.services.builder.convert import text_item, tool_call, tools_item
 from appforge.services.builder.domain import (
+    BuildFinished,
+    ExecutionStatus,
+    MessageStatus,
     clip_text,
+    deadline_reason,
     failure_reason,
+    text_item,
     unique_calls,
     unsuccessful,
 )
-from appforge.services.builder.metrics import DUPLICATE_MESSAGES, EXECUTIONS, TOOL_CALLS
+from appforge.services.builder.metrics import EXECUTIONS
 from appforge.services.builder.models.base import (
-    TOOL_NAMES,
     Exchange,
     Model,
+    ModelError,
     ToolRequest,
-    ToolResult,
     Turn,
 )
-from appforge.services.builder.models.openai import ModelError
 from appforge.services.builder.notices import FinalNotices
-from appforge.services.builder.sandbox import Sandbox, ToolError
-from appforge.services.builder.store import TIMED_OUT_ERROR, ExecutionStatus, ExecutionStore
+from appforge.services.builder.publisher import Emit, FlowPublisher
+from appforge.services.builder.store import ExecutionStore
+from appforge.services.builder.tool_runs import BatchRunner, CallOutcome
+from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError
-from appforge.services.common.flow import ToolStatus
+from appforge.services.common.flow import FlowItem, ToolStatus
 from appforge.services.common.logging import get_logger
 from appforge.services.common.settings import Limits
 
 log = get_logger(__name__)
-
-Emit = Callable[[builder_pb2.BuildEvent], None]
-
-
-class Workspace(Protocol):
-    """Where an execution's tool calls run, and what it built."""
-
-    async def run(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """One tool call's output; ToolError for a call that cannot be done."""
-        ...
-
-    async def snapshot(self) -> list[tuple[str, bytes]]:
-        """Every file, in path order."""
-        ...
-
-    async def discard(self) -> None:
-        """Remove the files once the execution has ended (the version keeps them)."""
-        ...
-
-
-class SandboxWorkspace:
-    """A `Sandbox` directory, its blocking file work done in threads."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    async def run(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(self.sandbox.run, name, arguments)
-
-    async def snapshot(self) -> list[tuple[str, bytes]]:
-        return await asyncio.to_thread(self.sandbox.snapshot)
-
-    async def discard(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.sandbox.root, True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,12 +86,6 @@ class _EndedElsewhere(Exception):
     """Someone else ended the execution (a cancel, the sweeper); they deliver its end."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class _CallOutcome:
-    result: ToolResult
-    status: ToolStatus | None  # None: ended by someone else
-
-
 class ExecutionRunner:
     """Runs one execution to its end; `stop()` when it was ended elsewhere."""
 
@@ -148,12 +107,27 @@ class ExecutionRunner:
         self.model = model
         self.workspace = workspace
         self.store = store
-        self.chat = chat
         self.deployer = deployer
         self.notices = notices
         self.clock = clock
         self.config = config
         self.emit = emit
+        self.publisher = FlowPublisher(
+            app_id=execution.app_id,
+            execution_id=execution.execution_id,
+            message_id=execution.message_id,
+            chat=chat,
+            emit=emit,
+        )
+        self.batches = BatchRunner(
+            execution_id=execution.execution_id,
+            store=store,
+            workspace=workspace,
+            clock=clock,
+            publisher=self.publisher,
+            tool_timeout=config.tool_timeout,
+            json_limit=config.limits.max_json_bytes,
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._ending = False  # this runner is ending the execution itself
@@ -220,31 +194,20 @@ class ExecutionRunner:
     async def _converse(self) -> None:
         history: list[Exchange] = []
         used_ids: set[str] = set()
+        limit = self.config.limits.max_calls_per_batch
         for _ in range(self.config.max_turns):
             turn = await self.model.next_turn(self.execution.prompt, history)
             requests = unique_calls(turn.tool_calls, used_ids)
-            if len(requests) > self.config.limits.max_calls_per_batch:
+            if len(requests) > limit:
                 raise _Failed(
                     ExecutionStatus.FAILED,
                     f"the model asked for {len(requests)} tool calls in one batch; "
-                    f"the limit is {self.config.limits.max_calls_per_batch}",
+                    f"the limit is {limit}",
                 )
             outcomes = await self._take_turn(turn.text, requests)
             if not requests:
                 return
-            if any(o.status is None for o in outcomes):
-                raise _EndedElsewhere
-            timed_out = [
-                r
-                for r, o in zip(requests, outcomes, strict=True)
-                if o.status is ToolStatus.TIMED_OUT
-            ]
-            if timed_out:
-                first = timed_out[0]
-                raise _Failed(
-                    ExecutionStatus.TIMED_OUT,
-                    f"tool call {first.call_id} ({first.name}) passed its deadline",
-                )
+            _check_outcomes(requests, outcomes)
             history.append(
                 Exchange(
                     turn=Turn(text=turn.text, tool_calls=tuple(requests)),
@@ -256,125 +219,25 @@ class ExecutionRunner:
             f"the model was still calling tools after {self.config.max_turns} turns",
         )
 
-    async def _take_turn(self, text: str, requests: Sequence[ToolRequest]) -> list[_CallOutcome]:
-        """Write the turn's text and batch as new flow items, then run the batch."""
+    async def _take_turn(self, text: str, requests: Sequence[ToolRequest]) -> list[CallOutcome]:
+        """Write the turn's text and batch as new flow items (one write), then run the batch."""
         count = int(bool(text)) + int(bool(requests))
         if count == 0:
             return []
         now = self.clock.now_us()
         stamps = await self.store.allocate(self.execution_id, count, now)
-        items: list[flow_pb2.FlowItem] = []
+        items: list[FlowItem] = []
         if text:
             seq, stamp = stamps.pop(0)
-            clipped = clip_text(text, self.config.limits.max_text_bytes)
-            items.append(text_item(self.execution_id, seq, stamp, clipped))
+            items.append(text_item(seq, stamp, clip_text(text, self.config.limits.max_text_bytes)))
         if not requests:
-            await self._publish(items)
+            await self.publisher.publish(items)
             return []
         seq, stamp = stamps.pop(0)
-        deadline_us = now + round(self.config.tool_timeout * 1_000_000)
-        arguments = [json.dumps(dict(r.arguments)) for r in requests]
-        await self.store.add_calls(
-            self.execution_id,
-            seq,
-            [(r.call_id, r.name, a) for r, a in zip(requests, arguments, strict=True)],
-            stamp_us=stamp,
-            deadline_us=deadline_us,
-            now_us=now,
-        )
-        pending = [
-            self._call(
-                r.call_id, r.name, ToolStatus.PENDING, arguments_json=a, deadline_us=deadline_us
-            )
-            for r, a in zip(requests, arguments, strict=True)
-        ]
-        items.append(tools_item(self.execution_id, seq, stamp, pending))
-        await self._publish(items)
-        return list(
-            await asyncio.gather(*(self._run_call(seq, stamp, r, deadline_us) for r in requests))
-        )
-
-    async def _run_call(
-        self, seq: int, stamp: int, request: ToolRequest, deadline_us: int
-    ) -> _CallOutcome:
-        """One call: STREAMING, then its end, each written to chat as it happens."""
-        call_id, name = request.call_id, request.name
-        if not await self.store.start_call(self.execution_id, call_id, self.clock.now_us()):
-            return _CallOutcome(result=ToolResult(call_id=call_id, ok=False), status=None)
-        await self._publish(
-            [
-                tools_item(
-                    self.execution_id, seq, stamp, [self._call(call_id, name, ToolStatus.STREAMING)]
-                )
-            ]
-        )
-        output: dict[str, Any] | None = None
-        result_json = error = ""
-        remaining = max(0.0, (deadline_us - self.clock.now_us()) / 1_000_000)
-        try:
-            output = await asyncio.wait_for(self.workspace.run(name, request.arguments), remaining)
-            status, result_json = ToolStatus.SUCCEEDED, json.dumps(output)
-        except ToolError as exc:
-            status, error = ToolStatus.FAILED, str(exc)
-        except TimeoutError:
-            status, error = ToolStatus.TIMED_OUT, TIMED_OUT_ERROR
-        moved = await self.store.finish_call(
-            self.execution_id,
-            call_id,
-            status,
-            result_json=result_json,
-            error=error,
-            now_us=self.clock.now_us(),
-        )
-        if not moved:  # the sweeper or a cancel ended it first; they tell chat
-            return _CallOutcome(result=ToolResult(call_id=call_id, ok=False), status=None)
-        TOOL_CALLS.labels(name if name in TOOL_NAMES else "other", status.name.lower()).inc()
-        log.info(
-            "tool_call_finished",
-            execution_id=self.execution_id,
-            call_id=call_id,
-            tool=name,
-            status=status.name.lower(),
-        )
-        end = self._call(call_id, name, status, result_json=result_json, error=error)
-        await self._publish([tools_item(self.execution_id, seq, stamp, [end])])
-        ok = status is ToolStatus.SUCCEEDED
-        return _CallOutcome(
-            result=ToolResult(call_id=call_id, ok=ok, output=output, error=error), status=status
-        )
-
-    def _call(
-        self, call_id: str, name: str, status: ToolStatus, **fields: Any
-    ) -> flow_pb2.ToolCall:
-        return tool_call(
-            call_id, name, status, json_limit=self.config.limits.max_json_bytes, **fields
-        )
-
-    async def _publish(
-        self,
-        items: Sequence[flow_pb2.FlowItem],
-        *,
-        status: int = chat_pb2.MESSAGE_STATUS_UNSPECIFIED,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Write to the execution's message, then stream the items to Build clients."""
-        message_id = await self.chat.upsert(
-            app_id=self.execution.app_id,
-            execution_id=self.execution_id,
-            items=items,
-            status=status,
-            metadata=metadata,
-        )
-        if message_id != self.execution.message_id:
-            DUPLICATE_MESSAGES.inc()
-            log.error(
-                "split_execution_detected",
-                execution_id=self.execution_id,
-                message_id=self.execution.message_id,
-                other_message_id=message_id,
-            )
-        for item in items:
-            self.emit(builder_pb2.BuildEvent(item=item))
+        batch = await self.batches.record(seq, stamp, requests, now)
+        items.append(batch.item)
+        await self.publisher.publish(items)
+        return await self.batches.run(batch)
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -393,31 +256,35 @@ class ExecutionRunner:
         if (await self.store.get(self.execution_id)).status is not ExecutionStatus.RUNNING:
             raise _EndedElsewhere
         # Before Deploy, so the deployer's own "deployed" or "timeout" always lands later.
-        await self._publish(
+        await self.publisher.publish(
             [],
-            status=chat_pb2.MESSAGE_STATUS_COMPLETED,
+            status=MessageStatus.COMPLETED,
             metadata={"app_version_id": version_id, "deployment_status": "deploying"},
         )
         if await self.store.claim_deploy(self.execution_id, version_id, now):
-            try:
-                deployment_id = await self.deployer.deploy(
-                    app_id=self.execution.app_id,
-                    app_version_id=version_id,
-                    execution_id=self.execution_id,
-                    files=files,
-                )
-            except AppforgeError as exc:
-                await self._publish([], metadata={"deployment_status": "not_deployed"})
-                reason = f"could not request the deployment: {exc}"
-                raise _Failed(ExecutionStatus.FAILED, reason) from exc
-            await self.store.record_deployment(self.execution_id, deployment_id)
-            log.info(
-                "deployment_requested",
-                execution_id=self.execution_id,
-                app_version_id=version_id,
-                deployment_id=deployment_id,
-            )
+            await self._deploy(version_id, files)
         await self._end(ExecutionStatus.SUCCEEDED, "")
+
+    async def _deploy(self, version_id: str, files: Sequence[tuple[str, bytes]]) -> None:
+        """The execution's one Deploy call (the caller holds the deploy-once claim)."""
+        try:
+            deployment_id = await self.deployer.deploy(
+                app_id=self.execution.app_id,
+                app_version_id=version_id,
+                execution_id=self.execution_id,
+                files=files,
+            )
+        except AppforgeError as exc:
+            await self.publisher.publish([], metadata={"deployment_status": "not_deployed"})
+            reason = f"could not request the deployment: {exc}"
+            raise _Failed(ExecutionStatus.FAILED, reason) from exc
+        await self.store.record_deployment(self.execution_id, deployment_id)
+        log.info(
+            "deployment_requested",
+            execution_id=self.execution_id,
+            app_version_id=version_id,
+            deployment_id=deployment_id,
+        )
 
     async def _end(self, status: ExecutionStatus, reason: str) -> None:
         self._ending = True
@@ -443,15 +310,30 @@ class ExecutionRunner:
 
     async def _finished(self) -> None:
         """Tell Build clients how the execution ended, as stored."""
-        finished = builder_pb2.BuildFinished(status=builder_pb2.EXECUTION_STATUS_FAILED)
         try:
             execution = await self.store.get(self.execution_id)
-            finished = builder_pb2.BuildFinished(
-                status=int(execution.status),  # type: ignore[arg-type]
+        except AppforgeError as exc:
+            finished = BuildFinished(
+                status=ExecutionStatus.FAILED,
+                error=f"the execution's end could not be read: {exc}",
+            )
+        else:
+            finished = BuildFinished(
+                status=execution.status,
                 app_version_id=execution.app_version_id,
                 deployment_id=execution.deployment_id,
                 error=execution.error,
             )
-        except AppforgeError as exc:
-            finished.error = f"the execution's end could not be read: {exc}"
-        self.emit(builder_pb2.BuildEvent(finished=finished))
+        self.emit(finished)
+
+
+def _check_outcomes(requests: Sequence[ToolRequest], outcomes: Sequence[CallOutcome]) -> None:
+    """Raise if the batch's end ends the execution: ended elsewhere, or a call timed out."""
+    if any(o.status is None for o in outcomes):
+        raise _EndedElsewhere
+    timed_out = [
+        r for r, o in zip(requests, outcomes, strict=True) if o.status is ToolStatus.TIMED_OUT
+    ]
+    if timed_out:
+        first = timed_out[0]
+        raise _Failed(ExecutionStatus.TIMED_OUT, deadline_reason(first.call_id, first.name))

@@ -11,36 +11,33 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from appforge.api.builder.v1 import builder_pb2
-from appforge.api.chat.v1 import chat_pb2
-from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.clients import ChatPort, DeployerPort
+from appforge.services.builder.domain import (
+    AppVersion,
+    BuildEvent,
+    BuildFinished,
+    BuildItem,
+    BuildStarted,
+    Execution,
+    ExecutionStatus,
+    MessageStatus,
+    RecordedCall,
+)
 from appforge.services.builder.metrics import EXECUTIONS
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.notices import FinalNotices
-from appforge.services.builder.runner import (
-    ExecutionInput,
-    ExecutionRunner,
-    RunnerConfig,
-    Workspace,
-)
+from appforge.services.builder.runner import ExecutionInput, ExecutionRunner, RunnerConfig
 from appforge.services.builder.settings import MODELS, BuilderSettings
-from appforge.services.builder.store import (
-    ExecutionStatus,
-    ExecutionStore,
-    StoredCall,
-    StoredExecution,
-    StoredVersion,
-)
+from appforge.services.builder.store import ExecutionStore
+from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError, FailedPrecondition, InvalidArgument
+from appforge.services.common.flow import FlowItem
 from appforge.services.common.logging import get_logger
 from appforge.services.common.settings import Settings
 from appforge.services.common.validation import check_size, optional_id, require_id
 
 log = get_logger(__name__)
-
-BuildEvent = builder_pb2.BuildEvent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +105,7 @@ class BuilderService:
         while True:
             event = await queue.get()
             yield event
-            if event.HasField("finished"):
+            if isinstance(event, BuildFinished):
                 return
 
     async def start(self, request: BuildInput) -> asyncio.Queue[BuildEvent]:
@@ -145,7 +142,7 @@ class BuilderService:
             message_id = await self.chat.upsert(
                 app_id=app_id,
                 execution_id=execution_id,
-                status=chat_pb2.MESSAGE_STATUS_PROCESSING,
+                status=MessageStatus.PROCESSING,
                 metadata={"execution_status": "running", "model": model.name},
             )
             await self.store.set_message(execution_id, message_id)
@@ -173,11 +170,7 @@ class BuilderService:
         )
         queue: asyncio.Queue[BuildEvent] = asyncio.Queue()
         queue.put_nowait(
-            BuildEvent(
-                started=builder_pb2.BuildStarted(
-                    execution_id=execution_id, message_id=message_id, user_message_id=user.id
-                )
-            )
+            BuildStarted(execution_id=execution_id, message_id=message_id, user_message_id=user.id)
         )
         self._runs[execution_id] = _Run(runner=runner, queue=queue)
         runner.start()
@@ -199,27 +192,25 @@ class BuilderService:
         if run is None:
             return
         run.queue.put_nowait(event)
-        if event.HasField("finished"):
+        if isinstance(event, BuildFinished):
             del self._runs[execution_id]
 
-    def _delivered(self, execution_id: str, items: Sequence[flow_pb2.FlowItem]) -> None:
+    def _delivered(self, execution_id: str, items: Sequence[FlowItem]) -> None:
         for item in items:
-            self._emit(execution_id, BuildEvent(item=item))
+            self._emit(execution_id, BuildItem(execution_id=execution_id, item=item))
 
     # --- reads and cancels -----------------------------------------------------------------
 
-    async def execution(self, execution_id: str) -> tuple[StoredExecution, list[StoredCall]]:
+    async def execution(self, execution_id: str) -> tuple[Execution, list[RecordedCall]]:
         require_id(execution_id, "execution_id", self.limits)
         execution = await self.store.get(execution_id)
         return execution, await self.store.calls(execution_id)
 
-    async def version(self, app_version_id: str) -> StoredVersion:
+    async def version(self, app_version_id: str) -> AppVersion:
         require_id(app_version_id, "app_version_id", self.limits)
         return await self.store.version(app_version_id)
 
-    async def cancel(
-        self, execution_id: str, reason: str
-    ) -> tuple[StoredExecution, list[StoredCall]]:
+    async def cancel(self, execution_id: str, reason: str) -> tuple[Execution, list[RecordedCall]]:
         """Cancel a running execution: open calls CANCELLED, the message FAILED.
 
         Cancelling an execution that already failed or was cancelled returns it as it is;

@@ -18,6 +18,19 @@ LIST_FILES: Final = "list_files"
 TOOL_NAMES: Final = frozenset({WRITE_FILE, READ_FILE, DELETE_FILE, LIST_FILES})
 
 
+class ModelError(Exception):
+    """The model could not answer a turn; `retryable` says whether asking again may help.
+
+    Part of the interface, not of one provider: the builder fails an execution whose model
+    raised it, whichever model it was.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
 @dataclass(frozen=True, kw_only=True)
 class ToolRequest:
     """One tool call the model asks for; `arguments` is JSON-shaped and treated as read-only."""

@@ -2,8 +2,8 @@
 
 Each turn is one streaming request carrying the whole conversation: a system message, the
 user's prompt, then per step the assistant's text and tool calls and one `tool` message per
-call. The Server-Sent Events answer is assembled into a `Turn`; tool-call arguments arrive as
-JSON fragments spread over many deltas and are parsed only once the stream ends.
+call. The Server-Sent Events answer is assembled into a `Turn` by `openai_stream`; this
+module is the HTTP side: the request, its retries, reading the stream.
 
 Failures: 429, 5xx, connection errors and timeouts are retried with exponential backoff and
 full jitter (a `Retry-After` header wins, capped by `max_backoff`); any other 4xx fails at once
@@ -28,9 +28,16 @@ import aiohttp
 from appforge.services.builder.models.base import (
     TOOL_SCHEMAS,
     Exchange,
+    ModelError,
     ToolRequest,
     ToolResult,
     Turn,
+)
+from appforge.services.builder.models.openai_stream import (
+    TurnAssembler,
+    clip_error,
+    error_text,
+    parse_sse_line,
 )
 from appforge.services.common.logging import get_logger
 from appforge.services.common.retry import backoff_delay
@@ -45,21 +52,10 @@ SYSTEM_PROMPT: Final = (
     "list_files, and when the app is complete answer with a short summary and no tool calls."
 )
 
-_DONE_MARKER: Final = "[DONE]"
 # Besides every 5xx; 408 and 409 as the official OpenAI clients do.
 _RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
-_ERROR_TEXT_LIMIT: Final = 500
 
 TextSink = Callable[[str], Awaitable[None]]
-
-
-class ModelError(Exception):
-    """The model could not answer a turn; `retryable` says whether asking again may help."""
-
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,138 +138,15 @@ def build_messages(prompt: str, history: Sequence[Exchange]) -> list[dict[str, A
     return messages
 
 
-# --- the streamed answer ---------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class _PartialCall:
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-@dataclass(kw_only=True)
-class TurnAssembler:
-    """Folds the streamed chunks of one completion into a `Turn`."""
-
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, _PartialCall] = field(default_factory=dict)
-    finish_reason: str | None = None
-    done: bool = False
-    streamed: bool = False  # some text already went to `on_text_delta`
-
-    def add_chunk(self, chunk: Mapping[str, Any]) -> str:
-        """Fold one chunk in; returns the text it added (possibly empty)."""
-        error = chunk.get("error")
-        if error is not None:
-            raise ModelError(f"the model reported an error: {_error_text(error)}", retryable=False)
-        choices = chunk.get("choices") or []
-        if not choices:
-            return ""
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = str(choice["finish_reason"])
-        delta = choice.get("delta") or {}
-        for call_delta in delta.get("tool_calls") or []:
-            self._add_call_delta(call_delta)
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            self.text.append(content)
-            return content
-        return ""
-
-    def _add_call_delta(self, call_delta: Mapping[str, Any]) -> None:
-        index = int(call_delta.get("index", len(self.calls)))
-        call = self.calls.setdefault(index, _PartialCall())
-        if call_delta.get("id"):
-            call.call_id = str(call_delta["id"])
-        function = call_delta.get("function") or {}
-        if function.get("name"):
-            call.name += str(function["name"])
-        if function.get("arguments"):
-            call.arguments.append(str(function["arguments"]))
-
-    @property
-    def complete(self) -> bool:
-        """Whether the stream ended properly rather than being cut off."""
-        return self.done or self.finish_reason is not None
-
-    def turn(self) -> Turn:
-        """The assembled turn; raises a non-retryable `ModelError` on malformed arguments."""
-        calls = tuple(
-            _tool_request(index, self.calls[index]) for index in sorted(self.calls.keys())
-        )
-        return Turn(text="".join(self.text), tool_calls=calls)
-
-
-def _tool_request(index: int, call: _PartialCall) -> ToolRequest:
-    if not call.name:
-        raise ModelError(f"tool call #{index} has no function name", retryable=False)
-    raw = "".join(call.arguments)
-    try:
-        arguments = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise ModelError(
-            f"tool call #{index} ({call.name}) has arguments that are not valid JSON: "
-            f"{exc.msg} at position {exc.pos} in {_clip(raw)!r}",
-            retryable=False,
-        ) from exc
-    if not isinstance(arguments, dict):
-        raise ModelError(
-            f"tool call #{index} ({call.name}) has arguments that are not a JSON object: "
-            f"{_clip(raw)!r}",
-            retryable=False,
-        )
-    return ToolRequest(call_id=call.call_id or f"call_{index}", name=call.name, arguments=arguments)
-
-
-def parse_sse_line(line: str) -> Mapping[str, Any] | None:
-    """The JSON payload of one SSE line: None for `data: [DONE]`, `{}` for anything else.
-
-    Comments (`:`), blank lines and other fields yield `{}`; a `data:` line that is not a JSON
-    object raises a retryable `ModelError` (a garbled stream may be transient).
-    """
-    if not line.startswith("data:"):
-        return {}
-    data = line[len("data:") :].strip()
-    if data == _DONE_MARKER:
-        return None
-    if not data:
-        return {}
-    try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ModelError(
-            f"the stream sent a chunk that is not JSON: {_clip(data)!r}", retryable=True
-        ) from exc
-    if not isinstance(payload, dict):
-        raise ModelError(
-            f"the stream sent a chunk that is not an object: {_clip(data)!r}", retryable=True
-        )
-    return payload
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "…"
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, Mapping):
-        message = error.get("message")
-        if isinstance(message, str) and message:
-            return _clip(message)
-    return _clip(str(error))
-
-
-def _body_error_text(body: str) -> str:
+def _bodyerror_text(body: str) -> str:
     """The server's message from an error response body (`{"error": {"message": ...}}`)."""
     try:
         payload = json.loads(body)
     except json.JSONDecodeError:
-        return _clip(body.strip()) or "no error message"
+        return clip_error(body.strip()) or "no error message"
     if isinstance(payload, Mapping) and "error" in payload:
-        return _error_text(payload["error"])
-    return _clip(body.strip())
+        return error_text(payload["error"])
+    return clip_error(body.strip())
 
 
 # --- the model -------------------------------------------------------------------------
@@ -410,7 +283,7 @@ async def _check_status(response: aiohttp.ClientResponse) -> None:
     """Raise for a non-200 answer: `_Retry` when retrying may help, `ModelError` otherwise."""
     if response.status == 200:
         return
-    message = _body_error_text(await response.text(errors="replace"))
+    message = _bodyerror_text(await response.text(errors="replace"))
     text = f"the endpoint answered HTTP {response.status}: {message}"
     if response.status >= 500 or response.status in _RETRYABLE_STATUSES:
         error = ModelError(text, retryable=True, status=response.status)
