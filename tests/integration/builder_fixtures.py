@@ -18,9 +18,10 @@ from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2
 from appforge.cli import installed
 from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
-from appforge.services.builder.clients import ChatPort, GrpcChat
+from appforge.services.builder.clients import GrpcChat
 from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
 from appforge.services.builder.models.scripted import ScriptedModel
+from appforge.services.builder.ports import ChatPort
 from appforge.services.builder.sandbox import Sandbox, SandboxLimits
 from appforge.services.builder.settings import BuilderSettings
 from appforge.services.builder.workspace import SandboxWorkspace, Workspace

@@ -16,6 +16,7 @@ from appforge.api.chat.v1 import chat_pb2
 from appforge.api.deployer.v1 import deployer_pb2
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.builder.domain import ExecutionStatus
+from appforge.services.builder.domain import MessageStatus as BuilderMessageStatus
 from appforge.services.chat.domain import MessageStatus, Role
 from appforge.services.common.flow import ToolStatus
 from appforge.services.deployer.domain import AttemptOutcome, DeploymentStatus
@@ -24,6 +25,12 @@ PAIRS: list[tuple[type[IntEnum], EnumDescriptor, str]] = [
     (ToolStatus, flow_pb2.DESCRIPTOR.enum_types_by_name["ToolStatus"], "TOOL_STATUS_"),
     (Role, chat_pb2.DESCRIPTOR.enum_types_by_name["Role"], "ROLE_"),
     (MessageStatus, chat_pb2.DESCRIPTOR.enum_types_by_name["MessageStatus"], "MESSAGE_STATUS_"),
+    # The builder's own name for the statuses it writes to chat (it cannot import chat).
+    (
+        BuilderMessageStatus,
+        chat_pb2.DESCRIPTOR.enum_types_by_name["MessageStatus"],
+        "MESSAGE_STATUS_",
+    ),
     (
         ExecutionStatus,
         builder_pb2.DESCRIPTOR.enum_types_by_name["ExecutionStatus"],
@@ -42,7 +49,10 @@ PAIRS: list[tuple[type[IntEnum], EnumDescriptor, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("domain", "proto", "prefix"), PAIRS, ids=lambda p: getattr(p, "name", ""))
+@pytest.mark.parametrize(
+    ("domain", "proto", "prefix"),
+    [pytest.param(*pair, id=f"{pair[0].__module__}.{pair[0].__name__}") for pair in PAIRS],
+)
 def test_domain_enum_is_the_proto_enum(
     domain: type[IntEnum], proto: EnumDescriptor, prefix: str
 ) -> None:

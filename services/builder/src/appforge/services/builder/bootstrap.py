@@ -14,11 +14,12 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appforge.api.builder.v1 import builder_pb2_grpc
-from appforge.services.builder.clients import ChatPort, DeployerPort, GrpcChat, GrpcDeployer
+from appforge.services.builder.clients import GrpcChat, GrpcDeployer
 from appforge.services.builder.grpc_api import SERVICE_NAME, BuilderServicer
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
 from appforge.services.builder.models.scripted import ScriptedModel
+from appforge.services.builder.ports import ChatPort, DeployerPort
 from appforge.services.builder.sandbox import Sandbox
 from appforge.services.builder.service import BuilderService
 from appforge.services.builder.settings import BuilderSettings

@@ -1,7 +1,6 @@
-"""The builder's way to chat and the deployer: the ports it needs, and their gRPC adapters.
+"""The gRPC adapters of the builder's ports (`ports.py`) to chat and the deployer.
 
-The ports speak the builder's domain (flow items and tool calls are the shared
-`appforge.services.common.flow` values); only the adapters know protobuf. Every write to
+Only these adapters know protobuf: they convert the domain values the ports speak. Every write to
 chat goes by `execution_id` to the execution's one assistant message. Calls
 that fail because the other side is down are retried with a short, capped backoff; what is
 still down after that surfaces as `Unavailable` and the caller decides (the final notice
@@ -13,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -21,6 +20,7 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.services.builder.convert import files_to_proto
 from appforge.services.builder.domain import MessageStatus
+from appforge.services.builder.ports import UserMessage
 from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.flow import FlowItem
 from appforge.services.common.flow_proto import item_to_proto
@@ -31,57 +31,6 @@ from appforge.services.common.rpc import LazyChannel, error_from_rpc
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, kw_only=True)
-class UserMessage:
-    """A user message as the builder needs it."""
-
-    id: str
-    app_id: str
-    content: str
-
-
-class ChatPort(Protocol):
-    """What the builder asks of chat."""
-
-    async def post_user_message(self, *, app_id: str, content: str, request_id: str) -> UserMessage:
-        """Post the prompt as a user message (idempotent by `request_id` when given)."""
-        ...
-
-    async def user_message(self, message_id: str) -> UserMessage:
-        """A user message by id; NotFound or FailedPrecondition if it is not one."""
-        ...
-
-    async def upsert(
-        self,
-        *,
-        app_id: str,
-        execution_id: str,
-        items: Sequence[FlowItem] = (),
-        status: MessageStatus | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Write to the execution's one assistant message; its id.
-
-        `status` None leaves the message's status as it is; so does an empty `metadata`.
-        """
-        ...
-
-
-class DeployerPort(Protocol):
-    """What the builder asks of the deployer."""
-
-    async def deploy(
-        self,
-        *,
-        app_id: str,
-        app_version_id: str,
-        execution_id: str,
-        files: Sequence[tuple[str, bytes]],
-    ) -> str:
-        """Queue the version for deployment (idempotent by version); the deployment id."""
-        ...
 
 
 @dataclass(frozen=True, kw_only=True)

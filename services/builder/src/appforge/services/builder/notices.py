@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from appforge.services.builder.clients import ChatPort
 from appforge.services.builder.domain import (
     ExecutionStatus,
     final_message_status,
     final_metadata,
     tools_items,
 )
+from appforge.services.builder.ports import ChatPort
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError, Unavailable

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from appforge.services.builder.clients import ChatPort
 from appforge.services.builder.domain import BuildEvent, BuildItem, MessageStatus
 from appforge.services.builder.metrics import DUPLICATE_MESSAGES
+from appforge.services.builder.ports import ChatPort
 from appforge.services.common.flow import FlowItem
 from appforge.services.common.logging import get_logger
 

@@ -18,7 +18,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from appforge.services.builder.clients import ChatPort, DeployerPort
 from appforge.services.builder.domain import (
     BuildFinished,
     ExecutionStatus,
@@ -39,6 +38,7 @@ from appforge.services.builder.models.base import (
     Turn,
 )
 from appforge.services.builder.notices import FinalNotices
+from appforge.services.builder.ports import ChatPort, DeployerPort
 from appforge.services.builder.publisher import Emit, FlowPublisher
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.tool_runs import BatchRunner, CallOutcome

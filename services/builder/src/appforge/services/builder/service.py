@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from appforge.services.builder.clients import ChatPort, DeployerPort
 from appforge.services.builder.domain import (
     AppVersion,
     BuildEvent,
@@ -26,6 +25,7 @@ from appforge.services.builder.domain import (
 from appforge.services.builder.metrics import EXECUTIONS
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.notices import FinalNotices
+from appforge.services.builder.ports import ChatPort, DeployerPort
 from appforge.services.builder.runner import ExecutionInput, ExecutionRunner, RunnerConfig
 from appforge.services.builder.settings import MODELS, BuilderSettings
 from appforge.services.builder.store import ExecutionStore
