@@ -1,10 +1,10 @@
 """`appforge inspect APP_ID|EXECUTION_ID`: every message with its flow, and what is wrong.
 
-The three monitoring queries of the system appforge replaced, made one command: it flags an execution with more than
-one assistant message (a message is tied to an execution by its `execution_id`, or by
-`metadata.execution_id` as older writers did), flow items of one message that share a
-timestamp or go backwards, and tool calls still open past their deadline. Exit status 0
-when nothing is flagged, 1 when something is, 2 for an unknown id, 3 when chat is down.
+The three monitoring queries of the system appforge replaced, made one command: it flags an
+execution with more than one assistant message (a message is tied to an execution by its
+`execution_id`, or by `metadata.execution_id` as older writers did), flow items of one message
+that share a timestamp or go backwards, and tool calls still open past their deadline. Exit
+status 0 when nothing is flagged, 1 when something is, 2 for an unknown id, 3 when chat is down.
 """
 
 from __future__ import annotations
