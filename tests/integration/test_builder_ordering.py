@@ -39,7 +39,8 @@ async def test_a_clock_stepping_back_never_repeats_a_stamp(
 async def test_a_tools_item_and_the_text_right_after_get_their_own_stamps(
     builder_store: ExecutionStore, new_execution: NewExecution
 ) -> None:
-    # The seed's bug: "tools (2) + message (same timestamp!)". One allocation, two stamps.
+    # The old system's bug: a tools item and a message item of one turn shared one
+    # second-resolution timestamp. One allocation here, two distinct stamps.
     execution_id = await new_execution()
     (tools_seq, tools_stamp), (text_seq, text_stamp) = await builder_store.allocate(
         execution_id, 2, NOW

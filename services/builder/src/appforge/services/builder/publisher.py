@@ -2,7 +2,8 @@
 
 Chat is written first, so a Build client never sees an item the message does not hold.
 Chat answering with another message than the execution's own would mean a split
-execution (the seed's bug): it is counted and logged, never papered over.
+execution (the old system's bug: tool completions that each made a new message): it is
+counted and logged, never papered over.
 """
 
 from __future__ import annotations

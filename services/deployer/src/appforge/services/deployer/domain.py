@@ -175,7 +175,8 @@ def final_notice(
     url: str = "",
     error: str = "",
 ) -> Notice:
-    """The message update for a terminal deployment (see DESIGN.md, invariant 5)."""
+    """The message update for a terminal deployment: `deployed` with the URL on success;
+    on a timeout the message fails with `error: "Deployment timeout"`, so nothing hangs."""
     base: dict[str, Any] = {"deployment_id": deployment_id, "attempts": attempts}
     if status is DeploymentStatus.SUCCEEDED:
         return Notice(failed=False, metadata={**base, "deployment_status": "deployed", "url": url})

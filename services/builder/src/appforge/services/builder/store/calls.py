@@ -1,8 +1,8 @@
 """Tool calls: recorded PENDING, moved forward only, and timed out past their deadline.
 
-The WHERE clauses are the precedence rule (DESIGN.md, invariant 3): a call's status only
-moves forward, and of two writers finishing one call (its runner and a sweeper) exactly
-one succeeds.
+The WHERE clauses are the precedence rule (pending → streaming → one terminal state, the
+first terminal state wins): a call's status only moves forward, and of two writers
+finishing one call (its runner and a sweeper) exactly one succeeds.
 """
 
 from __future__ import annotations

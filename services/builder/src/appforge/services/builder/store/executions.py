@@ -3,8 +3,8 @@
 The ordering state of an execution's flow lives in its row: `allocate` hands out the next
 seqs and hybrid-clock stamps in one atomic UPDATE, so concurrent tool completions, and a
 builder restarted on another machine, never reuse a seq or a stamp, and stamps increase
-strictly even when the wall clock stalls or steps back (DESIGN.md, invariant 2). Nothing
-sleeps to order anything.
+strictly even when the wall clock stalls or steps back (`max(now_us, last_us + 1)`).
+Nothing sleeps to order anything.
 """
 
 from __future__ import annotations
