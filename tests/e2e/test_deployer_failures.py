@@ -27,8 +27,6 @@ from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, 
 from tests.e2e.conftest import ServiceProcess, free_port
 from tests.helpers import text_item, upsert, watching
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 FILES = {"index.html": b"<!doctype html><p>calc</p>", "app.js": b"const add = (a, b) => a + b;"}
 SUCCEEDED = deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
 
