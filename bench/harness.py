@@ -168,6 +168,12 @@ class Child:
             return ""
 
 
+def serve_child(name: str, port: int, env: dict[str, str], logs: Path, *extra: str) -> Child:
+    """`appforge serve NAME` on 127.0.0.1:`port`, logging to `logs/NAME.log`."""
+    argv = [*appforge_command(), "serve", name, "--host", "127.0.0.1", "--port", str(port)]
+    return Child(name, [*argv, *extra], env, logs / f"{name}.log")
+
+
 async def _until_serving(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service="")

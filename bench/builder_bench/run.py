@@ -23,6 +23,7 @@ from harness import (
     log,
     run_command,
     running,
+    serve_child,
 )
 
 from appforge.api.builder.v1 import builder_pb2_grpc
@@ -37,11 +38,6 @@ from .model import FakeModel
 from .phase import Services, run_phase
 from .report import report, summarise
 from .watchers import WatcherPool, merge_watchers
-
-
-def _serve(name: str, port: int, env: dict[str, str], logs: Path, *extra: str) -> Child:
-    argv = [*appforge_command(), "serve", name, "--host", "127.0.0.1", "--port", str(port)]
-    return Child(name, [*argv, *extra], env, logs / f"{name}.log")
 
 
 async def create_apps(stub: Any, count: int) -> list[str]:
@@ -76,7 +72,7 @@ async def start_services(
     await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
     ports = {name: free_port() for name in ("chat", "builder", "deployer", "http")}
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    chat = _serve("chat", ports["chat"], env, logs)
+    chat = serve_child("chat", ports["chat"], env, logs)
     await stack.enter_async_context(running(chat, addresses["chat"]))
     deploy_env = {
         **env,
@@ -84,7 +80,7 @@ async def start_services(
         "APPFORGE_DEPLOY_ROOT": str(workdir / "deploys"),
         "APPFORGE_DEPLOY_PUBLIC_URL": f"http://{addresses['http']}",
     }
-    deployer = _serve(
+    deployer = serve_child(
         "deployer", ports["deployer"], deploy_env, logs, "--http-port", str(ports["http"])
     )
     await stack.enter_async_context(running(deployer, addresses["deployer"]))
@@ -99,7 +95,7 @@ async def start_services(
         "APPFORGE_OPENAI_MODEL": "bench",
         "APPFORGE_MAX_TURNS": str(config.max_turns + 5),
     }
-    builder = _serve("builder", ports["builder"], builder_env, logs)
+    builder = serve_child("builder", ports["builder"], builder_env, logs)
     await stack.enter_async_context(running(builder, addresses["builder"]))
     return {"chat": chat, "deployer": deployer, "builder": builder}, addresses, fake
 

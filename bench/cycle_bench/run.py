@@ -24,6 +24,7 @@ from harness import (
     log,
     run_command,
     running,
+    serve_child,
 )
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
@@ -35,11 +36,6 @@ from .config import SERVICES, BenchConfig
 from .cycles import Clients, build_cycle, deploy_cycle, measure
 from .report import report
 from .samples import Sample
-
-
-def _serve_child(name: str, port: int, env: dict[str, str], workdir: Path, *extra: str) -> Child:
-    argv = [*appforge_command(), "serve", name, "--host", "127.0.0.1", "--port", str(port)]
-    return Child(name, [*argv, *extra], env, workdir / f"{name}.log")
 
 
 async def start_services(
@@ -64,11 +60,11 @@ async def start_services(
     }
     await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
     children = {
-        "chat": _serve_child("chat", ports["chat"], env, workdir),
-        "deployer": _serve_child(
+        "chat": serve_child("chat", ports["chat"], env, workdir),
+        "deployer": serve_child(
             "deployer", ports["deployer"], env, workdir, "--http-port", str(ports["http"])
         ),
-        "builder": _serve_child("builder", ports["builder"], env, workdir),
+        "builder": serve_child("builder", ports["builder"], env, workdir),
     }
     for name, child in children.items():
         await stack.enter_async_context(running(child, addresses[name]))
