@@ -25,6 +25,14 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy.engine import make_url
 
+# Fixtures shared by the modules of one concept, split apart to stay readable.
+pytest_plugins = [
+    "tests.unit.deployer_local_helpers",
+    "tests.integration.builder_service_helpers",
+    "tests.integration.deployer_s3_fixtures",
+    "tests.e2e.golden_stack",
+]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
