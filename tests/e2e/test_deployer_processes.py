@@ -126,6 +126,37 @@ async def test_deploy_publishes_serves_and_marks_the_message_deployed(spawn, dep
                 assert script.status == 200 and await script.read() == CALCULATOR["app.js"]
 
 
+async def test_a_deploy_for_an_execution_chat_never_saw_ends_its_message(  # type: ignore[no-untyped-def]
+    spawn, deployer_env
+) -> None:
+    chat = await spawn("chat")
+    args, env = deployer_env(chat)
+    deployer = await spawn("deployer", *args, env=env)
+    async with (
+        grpc.aio.insecure_channel(chat.address) as chat_channel,
+        grpc.aio.insecure_channel(deployer.address) as channel,
+    ):
+        chat_stub = chat_pb2_grpc.ChatServiceStub(chat_channel)
+        stub = deployer_pb2_grpc.DeployerServiceStub(channel)
+        app = await chat_stub.CreateApp(
+            chat_pb2.CreateAppRequest(team_id="t", name=f"direct-{uuid.uuid4().hex[:8]}")
+        )
+        execution_id = str(uuid.uuid4())  # no builder wrote anything for it
+        async with watching(chat_stub, app.id) as watcher:
+            deployment = await stub.Deploy(_request(app.id, execution_id))
+            assert (await _final(stub, deployment.id))[-1].status == (
+                deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
+            )
+            event = await watcher.until(
+                lambda e: (
+                    e.message.execution_id == execution_id
+                    and e.message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
+                ),
+                timeout=20,
+            )
+    assert event.message.metadata["deployment_status"] == "deployed"
+
+
 async def _stored(pg_url: str) -> tuple[int, int]:
     engine = db.create_engine(pg_url)
     try:

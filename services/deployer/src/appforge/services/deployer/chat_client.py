@@ -27,10 +27,11 @@ class GrpcChatNotifier(LazyChannel):
             chat_pb2.UpsertAssistantMessageRequest(
                 app_id=app_id,
                 execution_id=execution_id,
+                # A deployment's end is the message's end: COMPLETED is a no-op where the
+                # builder completed it already, and ends one that only a Deploy sent by hand
+                # created (it would stay PENDING for ever otherwise).
                 status=(
-                    chat_pb2.MESSAGE_STATUS_FAILED
-                    if failed
-                    else chat_pb2.MESSAGE_STATUS_UNSPECIFIED
+                    chat_pb2.MESSAGE_STATUS_FAILED if failed else chat_pb2.MESSAGE_STATUS_COMPLETED
                 ),
                 metadata=struct(metadata),
             ),
