@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration e2e protos bench clean
+.PHONY: run build test lint unit integration e2e protos bench clean
 
 # Every member of the workspace, editable, and the dev tools, in one pip command.
 MEMBERS := libs/api services/common services/chat services/builder services/deployer cli
@@ -18,6 +18,11 @@ $(STAMP): requirements.txt requirements-dev.txt $(MEMBERS:%=%/pyproject.toml)
 ## in-process bus, local deploys): chat 50051, builder 50052, deployer 50053, apps on 8080
 run: $(STAMP)
 	$(BIN)/appforge up
+
+## build: build and deploy PROMPT on the services of `make run`, without activating .venv
+PROMPT ?= build a calculator
+build: $(STAMP)
+	$(BIN)/appforge build "$(PROMPT)"
 
 ## test: generated-code drift, lint, types, then every suite (what .ci/run calls)
 test: lint
