@@ -18,6 +18,10 @@ from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appforge.services.common.logging import get_logger
+
+log = get_logger(__name__)
+
 
 @dataclass(frozen=True, kw_only=True)
 class SchemaHistory:
@@ -39,17 +43,31 @@ def alembic_config(history: SchemaHistory) -> Config:
     return config
 
 
+def _revision(connection: Connection, history: SchemaHistory) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    opts = {"version_table": history.version_table}
+    return MigrationContext.configure(connection, opts=opts).get_current_revision()
+
+
 async def upgrade(engine: AsyncEngine, histories: Sequence[SchemaHistory]) -> None:
-    """Bring the schema of each service handed over up to its latest revision."""
+    """Bring the schema of each service handed over up to its latest revision; one log line
+    per schema that moved (Alembic's own narration is kept below INFO)."""
     for history in histories:
         config = alembic_config(history)
 
-        def _run(connection: Connection, config: Config = config) -> None:
+        def _run(
+            connection: Connection, config: Config = config, history: SchemaHistory = history
+        ) -> tuple[str | None, str | None]:
+            before = _revision(connection, history)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            return before, _revision(connection, history)
 
         async with engine.begin() as conn:
-            await conn.run_sync(_run)
+            before, after = await conn.run_sync(_run)
+        if before != after:
+            log.info("schema.migrated", service=history.service, before=before, after=after)
 
 
 def run_env(context: EnvironmentContext) -> None:
@@ -70,23 +88,14 @@ def run_env(context: EnvironmentContext) -> None:
 
 async def require_current(engine: AsyncEngine, histories: Sequence[SchemaHistory]) -> None:
     """Refuse to serve on a schema that is behind: tell the operator what to run."""
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from appforge.services.common.errors import FailedPrecondition
 
     for history in histories:
-        config = alembic_config(history)
-        head = ScriptDirectory.from_config(config).get_current_head()
-
-        def _current(
-            connection: Connection, table: str = config.attributes["version_table"]
-        ) -> str | None:
-            context = MigrationContext.configure(connection, opts={"version_table": table})
-            return context.get_current_revision()
-
+        head = ScriptDirectory.from_config(alembic_config(history)).get_current_head()
         async with engine.connect() as conn:
-            current = await conn.run_sync(_current)
+            current = await conn.run_sync(_revision, history)
         if current != head:
             raise FailedPrecondition(
                 f"the {history.service} schema is at {current or 'nothing'}, not {head}: "
