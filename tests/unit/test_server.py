@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from typing import Any, cast
 
 import grpc
@@ -19,7 +22,13 @@ from appforge.services.common.errors import (
     NotFound,
     Unavailable,
 )
-from appforge.services.common.server import Context, _wrap_unary, grpc_status
+from appforge.services.common.server import (
+    Context,
+    GrpcServer,
+    _wrap_unary,
+    grpc_status,
+    run_until_signalled,
+)
 
 
 class ResourceExhausted(AppforgeError):
@@ -112,3 +121,46 @@ async def test_unary_wrapper_passes_the_response_through() -> None:
     context = FakeContext()
     assert await _wrap_unary("/m", handler)("hi", context.typed()) == ("echo", "hi")
     assert context.aborted is None
+
+
+class FakeServer:
+    """Records starts and stops in a shared journal; each stop takes a loop turn."""
+
+    def __init__(self, name: str, journal: list[str]) -> None:
+        self.name = name
+        self.address = f"{name}:0"
+        self.journal = journal
+
+    async def start(self) -> None:
+        self.journal.append(f"start {self.name}")
+
+    async def stop(self) -> None:
+        self.journal.append(f"stopping {self.name}")
+        await asyncio.sleep(0)  # a concurrent stop of the next server would interleave here
+        self.journal.append(f"stopped {self.name}")
+
+
+async def test_servers_start_in_order_and_stop_one_by_one_in_reverse() -> None:
+    journal: list[str] = []
+    servers = [FakeServer(name, journal) for name in ("chat", "deployer", "builder")]
+
+    async def cleanup() -> None:
+        journal.append("cleanup")
+
+    def ready() -> None:
+        journal.append("ready")
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by run_until_signalled's handler
+
+    await asyncio.wait_for(
+        run_until_signalled(cast(list[GrpcServer], servers), cleanup, ready=ready), 5
+    )
+    assert journal == [
+        "start chat",
+        "start deployer",
+        "start builder",
+        "ready",
+        *("stopping builder", "stopped builder"),
+        *("stopping deployer", "stopped deployer"),
+        *("stopping chat", "stopped chat"),
+        "cleanup",
+    ]

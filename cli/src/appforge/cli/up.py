@@ -2,7 +2,9 @@
 
 On the embedded default (no DATABASE_URL, no REDIS_URL) it needs nothing but the package:
 SQLite in the data directory, the in-process bus, the `local` deploy target. With the URLs
-set it uses them. Migrations are applied first; Ctrl-C shuts all three down gracefully.
+set it uses them. Migrations are applied first; Ctrl-C shuts all three down gracefully,
+the builder first: its running executions end as FAILED, their messages written, while
+chat still answers.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
     await builder.start_background()
 
     async def close() -> None:
-        # The builder first: it ends running executions while the others can still listen.
+        # The servers stopped already, the builder's first (ending its executions while
+        # chat still answered); now the loops and pools, the builder's first again.
         await builder.close()
         await deployer.close()
         await chat.close()
@@ -108,4 +111,7 @@ async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
         ]
         print("\n".join(lines), file=sys.stderr, flush=True)
 
-    await run_until_signalled([chat.server, builder.server, deployer.server], close, ready=ready)
+    # Started in this order and stopped in reverse: the builder's server first, its drain
+    # ending running executions (FAILED, final message written) while chat still answers;
+    # then the deployer; chat last.
+    await run_until_signalled([chat.server, deployer.server, builder.server], close, ready=ready)

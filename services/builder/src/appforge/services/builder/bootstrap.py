@@ -62,7 +62,8 @@ class BuilderRuntime:
             await asyncio.sleep(self.heartbeat_interval)
 
     async def close(self) -> None:
-        """After the gRPC server stopped: end running executions, stop loops, release."""
+        """After the gRPC server stopped (which ended the running executions already,
+        unless its drain ran out of grace): end any left, stop loops, release."""
         await self.service.close()
         for task in self.tasks:
             task.cancel()
@@ -147,7 +148,12 @@ def build_builder(
         ended=service.ended_elsewhere,
     )
 
-    server = GrpcServer.serving(registration(service), settings, host=host, port=port)
+    # The server's stop ends running executions (`draining`) before it waits for its RPCs,
+    # so each Build stream ends with `finished` and each message is FAILED with the reason
+    # while chat still answers, not after the grace cut the streams.
+    server = GrpcServer.serving(
+        registration(service), settings, host=host, port=port, draining=service.close
+    )
     return BuilderRuntime(
         service=service,
         server=server,

@@ -51,6 +51,8 @@ from appforge.services.common.settings import Limits
 
 log = get_logger(__name__)
 
+SHUTDOWN_REASON = "the builder shut down during the execution"
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunnerConfig:
@@ -157,6 +159,17 @@ class ExecutionRunner:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def shut_down(self) -> None:
+        """The builder is stopping: end the execution as FAILED with that reason.
+
+        A no-op once the runner is ending it itself: its end is on the way, and
+        cancelling would cut off its final notice or its `finished` event.
+        """
+        if self._ending:
+            return
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
     async def run(self) -> None:
         """Run to the end; never raises except to pass on a shutdown's cancellation."""
         log.info("execution_started", execution_id=self.execution_id, model=self.model.name)
@@ -173,7 +186,9 @@ class ExecutionRunner:
         except asyncio.CancelledError:
             if self._stopped:
                 return
-            await self._end(ExecutionStatus.FAILED, "the builder shut down during the execution")
+            # No one in this process will retry a notice chat did not take now: make it
+            # due at once, for the next sweep of any builder (this one's next start).
+            await self._end(ExecutionStatus.FAILED, SHUTDOWN_REASON, notice_after=0.0)
             raise
         except _EndedElsewhere:
             return
@@ -286,10 +301,15 @@ class ExecutionRunner:
             deployment_id=deployment_id,
         )
 
-    async def _end(self, status: ExecutionStatus, reason: str) -> None:
+    async def _end(
+        self, status: ExecutionStatus, reason: str, *, notice_after: float | None = None
+    ) -> None:
+        """End the execution and deliver its notice; the outbox has it after `notice_after`
+        seconds (the config's grace by default) if chat does not take it now."""
         self._ending = True
         now = self.clock.now_us()
-        grace = round(self.config.notice_grace * 1_000_000)
+        after = self.config.notice_grace if notice_after is None else notice_after
+        grace = round(after * 1_000_000)
         try:
             ended = await self.store.finish(
                 self.execution_id, status, error=reason, now_us=now, notice_due_us=now + grace

@@ -26,12 +26,22 @@ from appforge.services.builder.metrics import EXECUTIONS
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.notices import FinalNotices
 from appforge.services.builder.ports import ChatPort, DeployerPort
-from appforge.services.builder.runner import ExecutionInput, ExecutionRunner, RunnerConfig
+from appforge.services.builder.runner import (
+    SHUTDOWN_REASON,
+    ExecutionInput,
+    ExecutionRunner,
+    RunnerConfig,
+)
 from appforge.services.builder.settings import MODELS, BuilderSettings
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
-from appforge.services.common.errors import AppforgeError, FailedPrecondition, InvalidArgument
+from appforge.services.common.errors import (
+    AppforgeError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
 from appforge.services.common.flow import FlowItem
 from appforge.services.common.logging import get_logger
 from appforge.services.common.settings import Settings
@@ -96,6 +106,7 @@ class BuilderService:
             limits=self.limits,
         )
         self._runs: dict[str, _Run] = {}
+        self._closing = False
 
     # --- Build ---------------------------------------------------------------------------
 
@@ -110,6 +121,7 @@ class BuilderService:
 
     async def start(self, request: BuildInput) -> asyncio.Queue[BuildEvent]:
         """Start an execution; the queue of its events, `started` first."""
+        self._refuse_when_closing()
         model = self._model(request.model)
         app_id = require_id(request.app_id, "app_id", self.limits)
         optional_id(request.request_id, "request_id", self.limits)
@@ -151,6 +163,16 @@ class BuilderService:
                 execution_id, ExecutionStatus.FAILED, error=str(exc), now_us=now, notice_due_us=now
             )
             raise
+        if self._closing:  # close() began while chat answered: it would not see this run
+            await self.store.finish(
+                execution_id,
+                ExecutionStatus.FAILED,
+                error=SHUTDOWN_REASON,
+                now_us=now,
+                notice_due_us=now,
+            )
+            await self.notices.deliver(execution_id)
+            self._refuse_when_closing()
         runner = ExecutionRunner(
             ExecutionInput(
                 execution_id=execution_id,
@@ -175,6 +197,10 @@ class BuilderService:
         self._runs[execution_id] = _Run(runner=runner, queue=queue)
         runner.start()
         return queue
+
+    def _refuse_when_closing(self) -> None:
+        if self._closing:
+            raise Unavailable("the builder is shutting down; build again once it is back")
 
     def _model(self, name: str) -> Model:
         name = name or self.builder.model
@@ -262,8 +288,22 @@ class BuilderService:
                 self.ended_elsewhere(execution_id)
 
     async def close(self) -> None:
-        """Stop every runner (each ends its execution as FAILED with the reason)."""
-        tasks = [run.runner.task for run in self._runs.values() if run.runner.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Refuse new builds and end every running execution here as FAILED with the
+        shutdown reason: each writes its final message to chat and sends `finished` to
+        its Build clients. Returns once every runner is done (bound it by the caller)."""
+        self._closing = True
+        # One turn of the loop: a runner task created just now enters its coroutine
+        # first, so cancelling it runs its shutdown path instead of never starting it.
+        await asyncio.sleep(0)
+        while True:
+            tasks = [
+                run.runner.task
+                for run in self._runs.values()
+                if run.runner.task is not None and not run.runner.task.done()
+            ]
+            if not tasks:
+                return
+            log.info("ending_executions_on_shutdown", executions=len(tasks))
+            for run in list(self._runs.values()):
+                run.runner.shut_down()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,7 +2,9 @@
 
 Registers health and reflection next to the service, maps domain errors to status codes
 in one interceptor, logs every RPC, and shuts down in order on SIGTERM: health
-NOT_SERVING, `server.stop(grace)`, then the service's own cleanup (pools, buses).
+NOT_SERVING, new RPCs refused, the service's in-flight work ended (`draining`), the
+in-flight RPCs drained within the grace, then the service's own cleanup (pools, buses).
+Several servers in one process stop one after another, the last started first.
 A second signal exits at once.
 """
 
@@ -163,8 +165,10 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         grace: float,
+        draining: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.grace = grace
+        self.draining = draining
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._services = services
         options = [
@@ -201,6 +205,7 @@ class GrpcServer:
         *,
         host: str,
         port: int,
+        draining: Callable[[], Awaitable[None]] | None = None,
     ) -> GrpcServer:
         """The server of one service process, sized and given its grace by `settings`."""
         return cls(
@@ -209,6 +214,7 @@ class GrpcServer:
             port=port,
             max_message_bytes=settings.limits.max_grpc_message_bytes,
             grace=settings.shutdown_grace,
+            draining=draining,
         )
 
     async def start(self) -> None:
@@ -218,9 +224,23 @@ class GrpcServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
-        """Health NOT_SERVING first, so balancers drain us, then stop with grace."""
+        """Health NOT_SERVING first, so balancers drain us, then stop with grace.
+
+        New RPCs are refused at once; `draining` then ends the service's in-flight work
+        (the builder's executions), so that the streams serving it end by themselves
+        with their last event instead of being cut when the grace runs out. Both share
+        the one grace.
+        """
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.grace)
+        stopping = asyncio.ensure_future(self.server.stop(self.grace))
+        try:
+            if self.draining is not None:
+                try:
+                    await asyncio.wait_for(self.draining(), self.grace)
+                except TimeoutError:
+                    log.warning("drain_timed_out", address=self.address, grace=self.grace)
+        finally:
+            await stopping
 
 
 async def run_until_signalled(
@@ -229,7 +249,12 @@ async def run_until_signalled(
     *,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Start the servers, wait for SIGTERM/SIGINT, then shut down in order."""
+    """Start the servers, wait for SIGTERM/SIGINT, then shut down in order.
+
+    The servers start in the order given and stop in the reverse order, each stop
+    (drain included) done before the next begins: list a server before those that call
+    it, and its callers' in-flight work ends while it still answers.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -252,7 +277,9 @@ async def run_until_signalled(
         if ready is not None:
             ready()
         await stop.wait()
-        await asyncio.gather(*(server.stop() for server in servers))
+        for server in reversed(servers):
+            await server.stop()
+            log.info("server_stopped", address=server.address)
     finally:
         await cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
