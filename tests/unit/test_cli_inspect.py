@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
+import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
-from appforge.cli.inspect import analyse, execution_of, iso_us
+from appforge.cli.build import console_for
+from appforge.cli.inspect import analyse, execution_of, iso_us, render
 
 NOW = 1_800_000_000_000_000
 
@@ -79,3 +83,27 @@ def test_an_open_call_before_its_deadline_and_a_backward_stamp() -> None:
 
 def test_timestamps_print_to_the_microsecond() -> None:
     assert iso_us(1_800_000_000_000_007) == "2027-01-15T08:00:00.000007Z"
+
+
+def _printed(messages: list[chat_pb2.ChatMessage], app_id: str = "a1") -> str:
+    out = io.StringIO()  # not a terminal, as when piped
+    render(console_for(out), app_id, messages, analyse(messages, NOW))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("count", "heading"), [(1, "1 message\n"), (2, "2 messages\n")])
+def test_the_message_count_is_pluralised(count: int, heading: str) -> None:
+    messages = [assistant(f"m{n}", f"e{n}", text(1, NOW)) for n in range(count)]
+    assert _printed(messages).splitlines()[0] + "\n" == f"app a1  {heading}"
+
+
+def test_piped_output_keeps_long_ids_and_urls_on_one_line() -> None:
+    long_id = "app-" + "0123456789abcdef" * 8
+    url = "http://127.0.0.1:8080/apps/" + "f" * 120 + "/"
+    message = assistant("m" * 100, "e1", text(1, NOW), metadata={"url": url})
+    printed = _printed([message], app_id=long_id)
+    lines = printed.splitlines()
+    assert any(long_id in line for line in lines)
+    assert any("m" * 100 in line for line in lines)
+    assert any(url in line for line in lines)
+    assert max(len(line) for line in lines) < 1000  # nothing padded out to the wide console

@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--timeout", type=float, default=600.0, help="seconds for the whole cycle (default 600)"
     )
+    build.add_argument(
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds to keep trying a service that cannot be reached before exit 3 "
+        "(default 10; a deployer lost while followed gets three times that to restart)",
+    )
 
     inspect = commands.add_parser(
         "inspect",
@@ -135,6 +142,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {raw!r}")
+    return value
+
+
 def _first(*values: int | None) -> int:
     return next(v for v in values if v is not None)
 
@@ -157,8 +174,10 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         model=args.model,
         json=args.json,
         timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
+        reconnect_timeout=3 * args.connect_timeout,
     )
-    return asyncio.run(run_build(options, sys.stdout, sys.stderr))
+    return asyncio.run(run_build(options, sys.stdout, sys.stderr, limits=settings.limits))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

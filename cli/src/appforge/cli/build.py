@@ -2,8 +2,10 @@
 
 Renders live progress with rich (flow items as they arrive, each tool call's state, the
 deployment's attempts) and ends with the URL and a one-line summary; `--json` prints every
-event as a JSON line instead. Exit status: 0 deployed, 1 the build or the deployment failed,
-2 a request was refused (bad input), 3 a service could not be reached.
+event as a JSON line instead, always ending with a `result` line. Exit status: 0 deployed, 1 the
+build or the deployment failed, 2 a request was refused (bad input), 3 a service could not be
+reached. Every wait is bounded: a service not reachable within `connect_timeout` (a deployer
+that was followed and then lost: `reconnect_timeout`, time for it to restart) ends the command.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
+from appforge.services.common.errors import AppforgeError, InvalidArgument
+from appforge.services.common.settings import Limits
+from appforge.services.common.validation import check_size
 
 EXIT_DEPLOYED, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -44,6 +49,13 @@ _DEPLOY_DONE = {
     deployer_pb2.DEPLOYMENT_STATUS_TIMED_OUT,
     deployer_pb2.DEPLOYMENT_STATUS_CANCELLED,
 }
+# Reconnect soon after a service comes back (gRPC's default backoff grows to two minutes).
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+_UNARY_TIMEOUT = 30.0  # seconds for one unary request to a reachable service
+_PIPE_WIDTH = 100_000  # piped output is not wrapped, so ids and URLs stay on one line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +71,8 @@ class BuildOptions:
     model: str = ""
     json: bool = False
     timeout: float = 600.0
+    connect_timeout: float = 10.0
+    reconnect_timeout: float = 30.0
 
 
 @dataclass(kw_only=True)
@@ -166,43 +180,130 @@ def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: 
     out.flush()
 
 
-class _Refused(Exception):
-    """A service refused a request: exit 2 with its message."""
+class Unreachable(Exception):
+    """A service could not be connected to in time: exit 3 with its address."""
 
 
-async def run_build(options: BuildOptions, out: TextIO, err: TextIO) -> int:
+def console_for(out: TextIO) -> Console:
+    """A console on `out` that wraps to the terminal, and not at all on a pipe (ids and URLs
+    stay whole for whoever reads or greps the output)."""
+    console = Console(file=out, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console.width = _PIPE_WIDTH
+    return console
+
+
+def validate_prompt(prompt: str, limits: Limits) -> str:
+    """The rules chat and the builder apply to a prompt, checked before anything is created."""
+    if not prompt.strip():
+        raise InvalidArgument("must not be empty", field="prompt")
+    check_size(prompt, "prompt", limits.max_user_content_bytes)
+    return prompt
+
+
+async def connect(
+    channel: grpc.aio.Channel,
+    who: str,
+    within: float,
+    *,
+    fail_fast: bool,
+    grace: float | None = None,
+) -> None:
+    """Until the channel is connected; `Unreachable` naming `who` after `within` seconds (what
+    is left of a `grace` that began earlier, when one is given), or as soon as a connection
+    fails when `fail_fast` (a service never reached: no point waiting for a refused port)."""
+
+    async def ready() -> None:
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            if fail_fast and state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                raise Unreachable(f"{who}: cannot be reached (the connection failed)")
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+    try:
+        await asyncio.wait_for(ready(), max(within, 0.0))
+    except TimeoutError:
+        seconds = within if grace is None else grace
+        message = f"{who}: cannot be reached (no connection within {seconds:g} s)"
+        raise Unreachable(message) from None
+
+
+async def run_build(
+    options: BuildOptions,
+    out: TextIO,
+    err: TextIO,
+    *,
+    limits: Limits | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
     """Run the whole cycle; the exit status."""
     progress = Progress()
-    console = Console(file=out, highlight=False, soft_wrap=False)
+    console = console_for(out)
 
     def emit(kind: str, message: Message | None) -> None:
         if options.json:
             _json_line(out, kind, message)
 
     try:
+        validate_prompt(options.prompt, limits or Limits())
+    except AppforgeError as exc:
+        return _fail(console, options, out, err, progress, EXIT_REFUSED, "refused", str(exc))
+    try:
         async with asyncio.timeout(options.timeout):
             if options.json:
-                return await _cycle(options, progress, emit, None, out)
+                return await _cycle(options, progress, emit, None, out, clock)
             with Live(render(progress), console=console, refresh_per_second=12) as live:
-                code = await _cycle(options, progress, emit, live, out)
+                code = await _cycle(options, progress, emit, live, out, clock)
                 live.update(render(progress))
             if not console.is_terminal:
                 console.line()  # a live view on a pipe ends without one
             _print_outcome(console, progress, code)
             return code
     except TimeoutError:
-        _fail(console, options, err, f"gave up after {options.timeout:g} s")
-        return EXIT_FAILED
+        message = f"gave up after {options.timeout:g} s"
+        if progress.calling:
+            message = f"{progress.calling}: {message}"
+        return _fail(console, options, out, err, progress, EXIT_FAILED, "timed_out", message)
+    except Unreachable as exc:
+        return _fail(
+            console, options, out, err, progress, EXIT_UNREACHABLE, "unreachable", str(exc)
+        )
     except grpc.aio.AioRpcError as exc:
         unreachable = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        _fail(console, options, err, f"{progress.calling}: {exc.code().name}: {exc.details()}")
-        return EXIT_UNREACHABLE if unreachable else EXIT_REFUSED
+        message = f"{progress.calling}: {exc.code().name}: {exc.details()}"
+        if unreachable:
+            return _fail(
+                console, options, out, err, progress, EXIT_UNREACHABLE, "unreachable", message
+            )
+        return _fail(console, options, out, err, progress, EXIT_REFUSED, "refused", message)
 
 
-def _fail(console: Console, options: BuildOptions, err: TextIO, message: str) -> None:
-    if not options.json and not console.is_terminal:
+def _fail(
+    console: Console,
+    options: BuildOptions,
+    out: TextIO,
+    err: TextIO,
+    progress: Progress,
+    code: int,
+    status: str,
+    message: str,
+) -> int:
+    """Say why the command stops (stderr, and the `result` line under --json); its exit status."""
+    if options.json:
+        _json_line(
+            out,
+            "result",
+            status=status,
+            error=message,
+            exit=code,
+            summary=progress.summary(),
+        )
+    elif not console.is_terminal and progress.calling:
         console.line()  # end the live view's last line
     err.write(f"appforge build: {message}\n")
+    err.flush()
+    return code
 
 
 async def _cycle(
@@ -211,25 +312,29 @@ async def _cycle(
     emit: Callable[[str, Message | None], None],
     live: Live | None,
     out: TextIO,
+    clock: Callable[[], float],
 ) -> int:
     def refresh() -> None:
         if live is not None:
             live.update(render(progress))
 
     async with (
-        grpc.aio.insecure_channel(options.chat) as chat_channel,
-        grpc.aio.insecure_channel(options.builder) as builder_channel,
-        grpc.aio.insecure_channel(options.deployer) as deployer_channel,
+        grpc.aio.insecure_channel(options.chat, options=_CHANNEL_OPTIONS) as chat_channel,
+        grpc.aio.insecure_channel(options.builder, options=_CHANNEL_OPTIONS) as builder_channel,
+        grpc.aio.insecure_channel(options.deployer, options=_CHANNEL_OPTIONS) as deployer_channel,
     ):
         chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
         progress.calling = f"chat at {options.chat}"
+        await connect(chat_channel, progress.calling, options.connect_timeout, fail_fast=True)
         app = await chat.CreateApp(
-            chat_pb2.CreateAppRequest(team_id=options.team, name=options.app, return_existing=True)
+            chat_pb2.CreateAppRequest(team_id=options.team, name=options.app, return_existing=True),
+            timeout=_UNARY_TIMEOUT,
         )
         progress.app = app
         emit("app", app)
         builder = builder_pb2_grpc.BuilderServiceStub(builder_channel)
         progress.calling = f"builder at {options.builder}"
+        await connect(builder_channel, progress.calling, options.connect_timeout, fail_fast=True)
         request = builder_pb2.BuildRequest(
             app_id=app.id, prompt=options.prompt, model=options.model
         )
@@ -248,16 +353,26 @@ async def _cycle(
         finished = progress.finished
         if finished is None or finished.status != builder_pb2.EXECUTION_STATUS_SUCCEEDED:
             if options.json:
-                _json_line(out, "result", status="build_failed", error=_build_error(progress))
+                _json_line(
+                    out,
+                    "result",
+                    status="build_failed",
+                    error=_build_error(progress),
+                    exit=EXIT_FAILED,
+                    summary=progress.summary(),
+                )
             return EXIT_FAILED
-        deployer = deployer_pb2_grpc.DeployerServiceStub(deployer_channel)
         progress.calling = f"deployer at {options.deployer}"
         watch = deployer_pb2.WatchDeploymentRequest(deployment_id=finished.deployment_id)
-        await _follow(deployer, watch, progress, emit, refresh)
+        follow = _Follow(
+            channel=deployer_channel, who=progress.calling, options=options, clock=clock
+        )
+        await follow.run(watch, progress, emit, refresh)
         deployment = progress.deployment
         deployed = (
             deployment is not None and deployment.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
         )
+        code = EXIT_DEPLOYED if deployed else EXIT_FAILED
         if options.json:
             _json_line(
                 out,
@@ -265,35 +380,60 @@ async def _cycle(
                 status="deployed" if deployed else "deploy_failed",
                 url=deployment.url if deployment and deployed else "",
                 error="" if deployed else _deploy_error(deployment),
+                exit=code,
                 summary=progress.summary(),
             )
-        return EXIT_DEPLOYED if deployed else EXIT_FAILED
+        return code
 
 
-async def _follow(
-    deployer: deployer_pb2_grpc.DeployerServiceAsyncStub,
-    watch: deployer_pb2.WatchDeploymentRequest,
-    progress: Progress,
-    emit: Callable[[str, Message | None], None],
-    refresh: Callable[[], None],
-) -> None:
-    """Follow the deployment to its end, watching again if the deployer restarts (the
-    deployment is a durable job: another deployer process carries it on)."""
-    delay = 0.2
-    while True:
-        try:
-            async for state in deployer.WatchDeployment(watch):
-                delay = 0.2
-                progress.deployment = state
-                emit("deployment", state)
-                refresh()
-                if state.status in _DEPLOY_DONE:
-                    return
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-        await asyncio.sleep(delay)  # the overall --timeout bounds the retries
-        delay = min(2.0, delay * 2)
+@dataclass(frozen=True, kw_only=True)
+class _Follow:
+    """Follow a deployment to its end, watching again if the deployer restarts (the deployment
+    is a durable job: another deployer process carries it on).
+
+    A deployer never reached gets `connect_timeout` seconds; one that was followed and then
+    lost gets `reconnect_timeout` to come back. A reachable one is followed however slow it is:
+    only the overall --timeout ends that.
+    """
+
+    channel: grpc.aio.Channel
+    who: str
+    options: BuildOptions
+    clock: Callable[[], float]
+
+    async def run(
+        self,
+        watch: deployer_pb2.WatchDeploymentRequest,
+        progress: Progress,
+        emit: Callable[[str, Message | None], None],
+        refresh: Callable[[], None],
+    ) -> None:
+        deployer = deployer_pb2_grpc.DeployerServiceStub(self.channel)
+        grace = self.options.connect_timeout
+        lost_at = self.clock()
+        followed_once = False
+        while True:
+            left = grace - (self.clock() - lost_at)
+            await connect(self.channel, self.who, left, fail_fast=not followed_once, grace=grace)
+            followed = False
+            try:
+                async for state in deployer.WatchDeployment(watch):
+                    followed = True
+                    progress.deployment = state
+                    emit("deployment", state)
+                    refresh()
+                    if state.status in _DEPLOY_DONE:
+                        return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+            if followed:  # it was there: give it time to restart, counted from now
+                followed_once = True
+                grace = max(self.options.reconnect_timeout, self.options.connect_timeout)
+                lost_at = self.clock()
+            elif self.clock() - lost_at >= grace:  # connected, yet it answers UNAVAILABLE
+                raise Unreachable(f"{self.who}: unavailable (gave up after {grace:g} s)")
+            await asyncio.sleep(0.2)  # a short pause between watches, bounded by the grace
 
 
 def _build_error(progress: Progress) -> str:

@@ -26,8 +26,11 @@ from rich.text import Text
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
+from appforge.cli.build import Unreachable, connect, console_for
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_UNKNOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
+CONNECT_TIMEOUT = 10.0  # seconds to reach chat before exit 3
+_RPC_TIMEOUT = 30.0  # seconds for one request once connected
 _OPEN = (flow_pb2.TOOL_STATUS_PENDING, flow_pb2.TOOL_STATUS_STREAMING)
 
 
@@ -47,6 +50,11 @@ def execution_of(message: chat_pb2.ChatMessage) -> str:
         return message.execution_id
     value = message.metadata.fields.get("execution_id")
     return value.string_value if value is not None else ""
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 message`, `2 messages`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def iso_us(stamp_us: int) -> str:
@@ -111,26 +119,33 @@ def _flow_problems(message: chat_pb2.ChatMessage, now_us: int) -> list[Problem]:
     return problems
 
 
-async def load(chat_address: str, target: str) -> tuple[str, list[chat_pb2.ChatMessage]]:
+async def load(
+    chat_address: str, target: str, connect_timeout: float = CONNECT_TIMEOUT
+) -> tuple[str, list[chat_pb2.ChatMessage]]:
     """(app id, messages) for an execution id (its app's messages of that execution) or
-    an app id (all of them). NOT_FOUND when it is neither."""
+    an app id (all of them). NOT_FOUND when it is neither; `Unreachable` when chat cannot
+    be connected to within `connect_timeout` seconds."""
     async with grpc.aio.insecure_channel(chat_address) as channel:
+        await connect(channel, f"chat at {chat_address}", connect_timeout, fail_fast=True)
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         execution_id = ""
         try:
             message = await stub.GetMessageByExecution(
-                chat_pb2.GetMessageByExecutionRequest(execution_id=target)
+                chat_pb2.GetMessageByExecutionRequest(execution_id=target), timeout=_RPC_TIMEOUT
             )
             app_id, execution_id = message.app_id, target
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 raise
-            app_id = (await stub.GetApp(chat_pb2.GetAppRequest(app_id=target))).id
+            app_id = (
+                await stub.GetApp(chat_pb2.GetAppRequest(app_id=target), timeout=_RPC_TIMEOUT)
+            ).id
         messages: list[chat_pb2.ChatMessage] = []
         token = ""
         while True:
             page = await stub.ListMessages(
-                chat_pb2.ListMessagesRequest(app_id=app_id, page_size=500, page_token=token)
+                chat_pb2.ListMessagesRequest(app_id=app_id, page_size=500, page_token=token),
+                timeout=_RPC_TIMEOUT,
             )
             messages.extend(page.messages)
             token = page.next_page_token
@@ -160,7 +175,7 @@ def render(
     messages: Sequence[chat_pb2.ChatMessage],
     problems: Sequence[Problem],
 ) -> None:
-    console.print(Text.assemble(("app ", "bold"), app_id, f"  {len(messages)} messages"))
+    console.print(Text.assemble(("app ", "bold"), app_id, f"  {plural(len(messages), 'message')}"))
     for message in messages:
         role = chat_pb2.Role.Name(message.role).removeprefix("ROLE_").lower()
         status = chat_pb2.MessageStatus.Name(message.status).removeprefix("MESSAGE_STATUS_")
@@ -200,7 +215,7 @@ def render(
             table.add_row(str(item.seq), stamp, "tools", calls)
         console.print(table)
     if problems:
-        console.print(f"\n[bold red]{len(problems)} problem{'s' if len(problems) != 1 else ''}[/]")
+        console.print(f"\n[bold red]{plural(len(problems), 'problem')}[/]")
         for problem in problems:
             console.print(f"[red]✖ {problem.kind}[/] {problem.execution_id}: {problem.detail}")
     else:
@@ -211,8 +226,12 @@ def render(
 
 
 def run(chat_address: str, target: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """`appforge inspect`: print the report; the exit status."""
     try:
         app_id, messages = asyncio.run(load(chat_address, target))
+    except Unreachable as exc:
+        err.write(f"appforge inspect: {exc}\n")
+        return EXIT_UNREACHABLE
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
             err.write(f"appforge inspect: no app or execution {target!r}\n")
@@ -223,5 +242,5 @@ def run(chat_address: str, target: str, as_json: bool, out: TextIO, err: TextIO)
     if as_json:
         out.write(json.dumps(report(app_id, messages, problems), indent=2) + "\n")
     else:
-        render(Console(file=out, highlight=False), app_id, messages, problems)
+        render(console_for(out), app_id, messages, problems)
     return EXIT_FLAGGED if problems else EXIT_CLEAN
