@@ -6,7 +6,9 @@ import io
 
 import pytest
 
-from appforge.cli.build import Progress, console_for, render, validate_prompt
+from appforge.cli.build import validate_prompt
+from appforge.cli.build_view import Progress, render
+from appforge.cli.channels import console_for
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
 from appforge.services.common.settings import Limits
 

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
-from appforge.cli.build import console_for
+from appforge.cli.channels import console_for
 from appforge.cli.inspect import analyse, execution_of, iso_us, render
 
 NOW = 1_800_000_000_000_000

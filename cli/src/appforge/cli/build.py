@@ -14,48 +14,33 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
-from appforge.api.flow.v1 import flow_pb2
+from appforge.cli.build_view import Progress, render
+from appforge.cli.channels import CHANNEL_OPTIONS, Unreachable, connect, console_for
 from appforge.services.common.errors import AppforgeError, InvalidArgument
 from appforge.services.common.settings import Limits
 from appforge.services.common.validation import check_size
 
 EXIT_DEPLOYED, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 
-_TOOL_STYLE = {
-    flow_pb2.TOOL_STATUS_PENDING: ("·", "dim", "pending"),
-    flow_pb2.TOOL_STATUS_STREAMING: ("…", "yellow", "running"),
-    flow_pb2.TOOL_STATUS_SUCCEEDED: ("✔", "green", "succeeded"),
-    flow_pb2.TOOL_STATUS_FAILED: ("✖", "red", "failed"),
-    flow_pb2.TOOL_STATUS_TIMED_OUT: ("⏱", "red", "timed out"),
-    flow_pb2.TOOL_STATUS_CANCELLED: ("⊘", "red", "cancelled"),
-}
 _DEPLOY_DONE = {
     deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED,
     deployer_pb2.DEPLOYMENT_STATUS_FAILED,
     deployer_pb2.DEPLOYMENT_STATUS_TIMED_OUT,
     deployer_pb2.DEPLOYMENT_STATUS_CANCELLED,
 }
-# Reconnect soon after a service comes back (gRPC's default backoff grows to two minutes).
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 _UNARY_TIMEOUT = 30.0  # seconds for one unary request to a reachable service
-_PIPE_WIDTH = 100_000  # piped output is not wrapped, so ids and URLs stay on one line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,102 +60,6 @@ class BuildOptions:
     reconnect_timeout: float = 30.0
 
 
-@dataclass(kw_only=True)
-class Progress:
-    """What the build has shown so far: the state the view renders and the summary uses."""
-
-    app: chat_pb2.App | None = None
-    execution_id: str = ""
-    items: dict[int, flow_pb2.FlowItem] = field(default_factory=dict)
-    finished: builder_pb2.BuildFinished | None = None
-    deployment: deployer_pb2.Deployment | None = None
-    calling: str = ""  # the service being talked to, for error messages
-    started_at: float = field(default_factory=time.monotonic)
-
-    def add(self, item: flow_pb2.FlowItem) -> None:
-        """Merge an item: text replaces, tool calls merge by call_id."""
-        known = self.items.get(item.seq)
-        if known is None or not item.HasField("tools") or not known.HasField("tools"):
-            self.items[item.seq] = item
-            return
-        calls = {c.call_id: c for c in known.tools.calls}
-        for call in item.tools.calls:
-            merged = flow_pb2.ToolCall()
-            if call.call_id in calls:
-                merged.CopyFrom(calls[call.call_id])
-            merged.MergeFrom(call)
-            calls[call.call_id] = merged
-        known.tools.ClearField("calls")
-        known.tools.calls.extend(calls.values())
-
-    @property
-    def calls(self) -> list[flow_pb2.ToolCall]:
-        return [
-            c for item in self.items.values() if item.HasField("tools") for c in item.tools.calls
-        ]
-
-    def summary(self) -> str:
-        seconds = time.monotonic() - self.started_at
-        attempts = len(self.deployment.attempts) if self.deployment else 0
-        return (
-            f"{len(self.items)} flow items, {len(self.calls)} tool calls, "
-            f"{attempts} deployment attempt{'s' if attempts != 1 else ''}, {seconds:.1f} s"
-        )
-
-
-def _call_label(call: flow_pb2.ToolCall) -> str:
-    try:
-        arguments = json.loads(call.arguments_json) if call.arguments_json else {}
-    except ValueError:
-        arguments = {}
-    path = arguments.get("path") if isinstance(arguments, dict) else None
-    return f"{call.name} {path}" if isinstance(path, str) else call.name
-
-
-def render(progress: Progress) -> RenderableType:
-    """The live view: the flow in seq order, then the deployment."""
-    header = Text("starting…", style="dim")
-    if progress.app is not None:
-        header = Text.assemble(
-            ("appforge build ", "bold"),
-            progress.app.name,
-            (f"  execution {progress.execution_id}" if progress.execution_id else "", "dim"),
-        )
-    table = Table.grid(padding=(0, 1))
-    table.add_column(justify="right", style="dim")
-    table.add_column()
-    for seq in sorted(progress.items):
-        item = progress.items[seq]
-        if item.HasField("message"):
-            table.add_row(str(seq), Text(item.message.text, overflow="fold"))
-            continue
-        for n, call in enumerate(item.tools.calls):
-            mark, style, word = _TOOL_STYLE.get(call.status, ("?", "dim", "unknown"))
-            line = Text.assemble((f"{mark} ", style), _call_label(call), (f"  {word}", style))
-            if call.error:
-                line.append(f": {call.error}", style="red")
-            table.add_row(str(seq) if n == 0 else "", line)
-    parts: list[RenderableType] = [header, table]
-    if progress.finished is not None and progress.finished.deployment_id:
-        parts.append(_deployment_line(progress.deployment))
-    return Group(*parts)
-
-
-def _deployment_line(deployment: deployer_pb2.Deployment | None) -> Text:
-    if deployment is None:
-        return Text("deploy  queued", style="yellow")
-    status = deployer_pb2.DeploymentStatus.Name(deployment.status).removeprefix(
-        "DEPLOYMENT_STATUS_"
-    )
-    line = Text(f"deploy  {status.lower().replace('_', ' ')}", style="bold")
-    for attempt in deployment.attempts:
-        outcome = deployer_pb2.AttemptOutcome.Name(attempt.outcome).removeprefix("ATTEMPT_OUTCOME_")
-        line.append(f"  #{attempt.number} {outcome.lower() or 'running'}")
-        if attempt.error:
-            line.append(f" ({attempt.error})", style="red")
-    return line
-
-
 def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: Any) -> None:
     record: dict[str, Any] = {"event": kind}
     if message is not None:
@@ -180,53 +69,12 @@ def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: 
     out.flush()
 
 
-class Unreachable(Exception):
-    """A service could not be connected to in time: exit 3 with its address."""
-
-
-def console_for(out: TextIO) -> Console:
-    """A console on `out` that wraps to the terminal, and not at all on a pipe (ids and URLs
-    stay whole for whoever reads or greps the output)."""
-    console = Console(file=out, highlight=False, soft_wrap=False)
-    if not console.is_terminal:
-        console.width = _PIPE_WIDTH
-    return console
-
-
 def validate_prompt(prompt: str, limits: Limits) -> str:
     """The rules chat and the builder apply to a prompt, checked before anything is created."""
     if not prompt.strip():
         raise InvalidArgument("must not be empty", field="prompt")
     check_size(prompt, "prompt", limits.max_user_content_bytes)
     return prompt
-
-
-async def connect(
-    channel: grpc.aio.Channel,
-    who: str,
-    within: float,
-    *,
-    fail_fast: bool,
-    grace: float | None = None,
-) -> None:
-    """Until the channel is connected; `Unreachable` naming `who` after `within` seconds (what
-    is left of a `grace` that began earlier, when one is given), or as soon as a connection
-    fails when `fail_fast` (a service never reached: no point waiting for a refused port)."""
-
-    async def ready() -> None:
-        state = channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            if fail_fast and state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                raise Unreachable(f"{who}: cannot be reached (the connection failed)")
-            await channel.wait_for_state_change(state)
-            state = channel.get_state(try_to_connect=True)
-
-    try:
-        await asyncio.wait_for(ready(), max(within, 0.0))
-    except TimeoutError:
-        seconds = within if grace is None else grace
-        message = f"{who}: cannot be reached (no connection within {seconds:g} s)"
-        raise Unreachable(message) from None
 
 
 async def run_build(
@@ -319,9 +167,9 @@ async def _cycle(
             live.update(render(progress))
 
     async with (
-        grpc.aio.insecure_channel(options.chat, options=_CHANNEL_OPTIONS) as chat_channel,
-        grpc.aio.insecure_channel(options.builder, options=_CHANNEL_OPTIONS) as builder_channel,
-        grpc.aio.insecure_channel(options.deployer, options=_CHANNEL_OPTIONS) as deployer_channel,
+        grpc.aio.insecure_channel(options.chat, options=CHANNEL_OPTIONS) as chat_channel,
+        grpc.aio.insecure_channel(options.builder, options=CHANNEL_OPTIONS) as builder_channel,
+        grpc.aio.insecure_channel(options.deployer, options=CHANNEL_OPTIONS) as deployer_channel,
     ):
         chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
         progress.calling = f"chat at {options.chat}"

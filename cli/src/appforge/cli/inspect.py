@@ -26,7 +26,7 @@ from rich.text import Text
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
-from appforge.cli.build import Unreachable, connect, console_for
+from appforge.cli.channels import Unreachable, connect, console_for
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_UNKNOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
 CONNECT_TIMEOUT = 10.0  # seconds to reach chat before exit 3
