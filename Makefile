@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run build test lint unit integration e2e protos bench clean
+.PHONY: run build test lint unit integration e2e protos bench clean compose-up compose-down
 
 # Every member of the workspace, editable, and the dev tools, in one pip command.
 MEMBERS := libs/api services/common services/chat services/builder services/deployer cli
@@ -23,6 +23,15 @@ run: $(STAMP)
 PROMPT ?= build a calculator
 build: $(STAMP)
 	$(BIN)/appforge build "$(PROMPT)"
+
+## compose-up: docker-compose.yml built and started, ready on the published ports
+## (Docker: docker compose up -d --build --wait; podman: its start order, one step at a time)
+compose-up: $(STAMP)
+	$(BIN)/python scripts/compose_up.py up
+
+## compose-down: the compose stack and its volumes removed
+compose-down: $(STAMP)
+	$(BIN)/python scripts/compose_up.py down --volumes
 
 ## test: generated-code drift, lint, types, then every suite (what .ci/run calls)
 test: lint

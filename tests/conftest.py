@@ -95,10 +95,20 @@ def _containers() -> Iterator[Infra]:
             from testcontainers.redis import RedisContainer
     pg_image = os.environ.get("APPFORGE_TEST_POSTGRES_IMAGE") or "postgres:16-alpine"
     redis_image = os.environ.get("APPFORGE_TEST_REDIS_IMAGE") or "redis:7-alpine"
+    # Whoever started this run (.ci/run sets APPFORGE_TEST_RUN_ID) removes by this label exactly
+    # the containers it started, not every testcontainers container on the host. The
+    # org.testcontainers.* labels are testcontainers' own; their session id is per process.
+    run_id = os.environ.get("APPFORGE_TEST_RUN_ID") or f"pytest-{os.getpid()}-{uuid.uuid4().hex}"
+    labels = {"io.appforge.test-run": run_id}
     postgres = PostgresContainer(
-        pg_image, username="postgres", password="postgres", dbname="postgres", driver=None
+        pg_image,
+        username="postgres",
+        password="postgres",
+        dbname="postgres",
+        driver=None,
+        labels=labels,
     )
-    redis = RedisContainer(redis_image)
+    redis = RedisContainer(redis_image, labels=labels)
     with postgres, redis:
         pg_host, pg_port = postgres.get_container_host_ip(), postgres.get_exposed_port(5432)
         r_host, r_port = redis.get_container_host_ip(), redis.get_exposed_port(6379)

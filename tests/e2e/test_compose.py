@@ -1,13 +1,12 @@
-"""docker-compose.yml end to end: the images from the Dockerfile, the stack up under podman-compose,
-and the golden flow (a calculator built, deployed and served) driven from the host.
+"""docker-compose.yml end to end: the images from the Dockerfile, the stack up with the documented
+command (`python scripts/compose_up.py up`), and the golden flow (a calculator built, deployed and
+served) driven from the host.
 
 Runs where the container engine of ../shared/ci/container-engine.sh is up (`.ci/run` sources its
 env.sh: DOCKER_HOST, and the local PostgreSQL and Redis images) and skips elsewhere, even under
-CI=true. With podman, health checks run only when someone runs them and podman-compose before
-podman 4.6 ignores `condition: service_healthy` (and, on podman 4.3, `--requires` chains of two
-levels fail to start), so the stack comes up in the order the compose file declares, one step at a
-time: postgres and redis until their health checks pass, then each service's migrate until it
-exits 0, then the three services until they are SERVING on their published ports.
+CI=true. The script's podman path is the one exercised (`--engine podman`, since the checks here
+run the compose health checks with `podman healthcheck run`): it builds the three images and walks
+the compose file's start order one step at a time (see scripts/compose_up.py for why).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -33,6 +32,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from scripts import compose_up
 from tests.app_checks import parse_html
 from tests.e2e.conftest import appforge, free_port
 from tests.helpers import watching
@@ -76,7 +76,8 @@ def _no_engine() -> str | None:
 
 @dataclass(kw_only=True)
 class Stack:
-    """One docker-compose.yml project under podman-compose, with its own image and host ports."""
+    """One docker-compose.yml project brought up by scripts/compose_up.py, with its own images
+    and host ports."""
 
     project: str
     images: dict[str, str]  # service -> its image tag
@@ -89,20 +90,24 @@ class Stack:
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.port(f'APPFORGE_{service.upper()}_PORT')}"
 
-    def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "podman_compose", "-p", self.project]
-        return _run([*command, "-f", str(ROOT / "docker-compose.yml"), *args], self.env, timeout)
-
-    def up(self, *services: str) -> None:
-        """Creates and starts `services` alone: the caller has seen to their dependencies."""
-        done = self.compose("up", "-d", "--no-deps", *services)
+    def compose_up(self, command: str, *args: str, timeout: float) -> None:
+        """`python scripts/compose_up.py COMMAND -p PROJECT --engine podman ARGS`, which must
+        succeed: the README's command, so the test brings the stack up the way users do."""
+        script = [sys.executable, str(ROOT / "scripts" / "compose_up.py"), command]
+        argv = [*script, "-p", self.project, "--engine", "podman", *args]
+        try:
+            done = _run(argv, self.env, timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.fail(f"compose_up.py {command}: no answer within {timeout:.0f} s\n{exc.output}")
         if done.returncode != 0:
-            self.fail(f"podman-compose up {' '.join(services)}: {done.returncode}\n{done.stdout}")
+            # On failure the script names the step and appends the containers' logs itself.
+            pytest.fail(
+                f"compose_up.py {command}: exit {done.returncode}\n{done.stdout[-20000:]}",
+                pytrace=False,
+            )
 
     def container(self, service: str) -> str:
-        labels = [f"com.docker.compose.project={self.project}"]
-        labels.append(f"com.docker.compose.service={service}")
-        names = self._names(*labels)
+        names = compose_up.container_names(self.project, service)
         if len(names) != 1:
             self.fail(f"{service}: expected one container, found {names}")
         return names[0]
@@ -129,12 +134,10 @@ class Stack:
 
     def logs(self) -> str:
         """The tail of every container's log, for failure messages."""
-        sections = []
-        for name in self._names(f"com.docker.compose.project={self.project}"):
-            state = _podman("ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Status}}")
-            log = _podman("logs", "--tail", "80", name)
-            sections.append(f"--- {name} ({state.stdout.strip()}) ---\n{log.stdout}")
-        return "\n".join(sections) or "(no containers)"
+        plan = compose_up.Plan(
+            project=self.project, engine="podman", env=self.env, timeouts=compose_up.Timeouts()
+        )
+        return compose_up.logs(plan)
 
     def fail(self, message: str) -> NoReturn:
         pytest.fail(f"{message}\n\ncontainer logs:\n{self.logs()}", pytrace=False)
@@ -152,11 +155,6 @@ class Stack:
             aiohttp.ClientError,
         ) as exc:
             raise AssertionError(f"{exc!r}\n\ncontainer logs:\n{self.logs()}") from exc
-
-    def _names(self, *labels: str) -> list[str]:
-        filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
-        listed = _podman("ps", "-a", *filters, "--format", "{{.Names}}")
-        return sorted(listed.stdout.split())
 
 
 def _run(
@@ -178,45 +176,9 @@ def _podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return _run(["podman", *args], dict(os.environ), timeout)
 
 
-def _build_image(tag: str, service: str) -> None:
-    command = ["podman", "build", "--format", "docker", "--network=host", "-t", tag]
-    command += ["--build-arg", f"SERVICE={service}"]
-    if Path("/etc/ssl/certs").is_dir():  # apt and pip in the build trust what this machine trusts
-        command += ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"]
-    built = _run([*command, str(ROOT)], dict(os.environ), timeout=600)
-    assert built.returncode == 0, f"podman build: {built.returncode}\n{built.stdout[-6000:]}"
-
-
-def _until(stack: Stack, what: str, ready: Callable[[], bool], timeout: float) -> None:
-    """Polls `ready` until it is true. Only for health checks: nothing signals them under podman."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            stack.fail(f"{what} not ready within {timeout:.0f} s")
-        time.sleep(0.25)
-
-
-def _bring_up(stack: Stack) -> None:
-    """The compose file's start order, one step at a time (see the module docstring)."""
-    stack.up("postgres", "redis")
-    _until(
-        stack,
-        "postgres and redis",
-        lambda: stack.healthy("postgres") and stack.healthy("redis"),
-        60,
-    )
-    migrations = [f"migrate-{service}" for service in SERVICES]
-    stack.up(*migrations)
-    for migration in migrations:
-        waited = _podman("wait", stack.container(migration), timeout=120)
-        if waited.stdout.strip() != "0":
-            stack.fail(f"{migration} exited with {waited.stdout.strip() or waited.returncode}")
-    stack.up(*SERVICES)
-
-
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    """The stack of docker-compose.yml on a fresh image; everything removed afterwards."""
+    """The stack of docker-compose.yml on fresh images; everything removed afterwards."""
     reason = _no_engine()
     if reason is not None:
         pytest.skip(reason)
@@ -236,20 +198,16 @@ def stack() -> Iterator[Stack]:
             env[variable] = os.environ[test_variable]
     images = {s: f"{env['APPFORGE_IMAGE_REPO']}-{s}:{suffix}" for s in SERVICES}
     built = Stack(project=f"appforge-compose-{suffix}", images=images, env=env)
-    started = time.monotonic()
-    for service, image in images.items():
-        _build_image(image, service)
-    built.timings["build"] = time.monotonic() - started
     try:
         started = time.monotonic()
-        with built.explained():
-            _bring_up(built)
+        built.compose_up("up", timeout=840)  # builds the images, then the start order
         built.timings["up"] = time.monotonic() - started
         yield built
     finally:
-        down = built.compose("down", "-v", "--timeout", "5")
-        _podman("rmi", *built.images.values())
-        print(f"compose stack {built.project}: {built.timings}; down: {down.returncode}")
+        started = time.monotonic()
+        built.compose_up("down", "--volumes", "--rmi", timeout=180)
+        built.timings["down"] = time.monotonic() - started
+        print(f"compose stack {built.project}: {built.timings}")
 
 
 async def _until_serving(address: str, timeout: float) -> None:
