@@ -32,7 +32,7 @@ async def test_an_unreachable_deployer_ends_the_build_with_exit_3_naming_it(
     elapsed = time.monotonic() - started
     assert result.code == 3, (result.stdout, result.stderr)
     assert elapsed < UNREACHABLE_BOUND
-    assert result.event("finished")["deploymentId"]  # the build itself succeeded
+    assert result.event("finished")["deployment_id"]  # the build itself succeeded
     last = result.events()[-1]
     assert last["event"] == "result" and last["status"] == "unreachable", last
     assert last["exit"] == 3 and f"deployer at {wrong}" in last["error"]

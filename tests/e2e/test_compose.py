@@ -256,7 +256,7 @@ async def _build_a_calculator(stack: Stack) -> str:
     events = result.events()
     outcome = events[-1]
     assert outcome["event"] == "result" and outcome["status"] == "deployed", outcome
-    execution_id = next(e["executionId"] for e in events if e["event"] == "started")
+    execution_id = next(e["execution_id"] for e in events if e["event"] == "started")
     async with grpc.aio.insecure_channel(stack.address("chat")) as channel:
         message = await chat_pb2_grpc.ChatServiceStub(channel).GetMessageByExecution(
             chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)

@@ -33,7 +33,7 @@ async def test_golden_flow_builds_deploys_and_serves_a_working_calculator(
     assert result.code == 0, result.stderr + result.stdout
     outcome = result.event("result")
     assert outcome["status"] == "deployed"
-    execution_id = result.event("started")["executionId"]
+    execution_id = result.event("started")["execution_id"]
     app_id = result.event("app")["id"]
 
     message = await message_of(stack.chat, execution_id)

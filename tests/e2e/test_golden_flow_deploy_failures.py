@@ -92,7 +92,7 @@ async def test_retry_flow_deploys_on_the_third_attempt(
         "ATTEMPT_OUTCOME_FAILED_RETRYABLE",
         "ATTEMPT_OUTCOME_SUCCEEDED",
     ]
-    execution_id = result.event("started")["executionId"]
+    execution_id = result.event("started")["execution_id"]
     message = await message_of(stack.chat, execution_id)
     assert message.metadata["deployment_status"] == "deployed"
     assert message.metadata["attempts"] == 3
@@ -125,12 +125,12 @@ async def test_a_deployer_killed_mid_attempt_and_restarted_deploys_once(
         "ATTEMPT_OUTCOME_LOST",
         "ATTEMPT_OUTCOME_SUCCEEDED",
     ]
-    version = result.event("finished")["appVersionId"]
+    version = result.event("finished")["app_version_id"]
     app_id = result.event("app")["id"]
     prefix = f"apps/{app_id}/versions/{version}/"
     assert sorted(moto.keys(bucket, prefix)) == sorted(
         prefix + k for k in ("index.html", "styles.css", "app.js", ".published")
     )
-    execution_id = result.event("started")["executionId"]
+    execution_id = result.event("started")["execution_id"]
     assert (await message_of(stack.chat, execution_id)).metadata["deployment_status"] == "deployed"
     assert (await inspect(stack.chat, execution_id))[0] == 0

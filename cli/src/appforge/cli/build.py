@@ -63,7 +63,7 @@ class BuildOptions:
 def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: Any) -> None:
     record: dict[str, Any] = {"event": kind}
     if message is not None:
-        record.update(json_format.MessageToDict(message))
+        record.update(json_format.MessageToDict(message, preserving_proto_field_name=True))
     record.update(extra)
     out.write(json.dumps(record) + "\n")
     out.flush()
