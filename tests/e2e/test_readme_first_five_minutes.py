@@ -15,6 +15,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,20 +40,25 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def _lines_until(process: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    """What `process` wrote to stderr up to the line holding `marker` (fails after `timeout`)."""
+def _lines_until(process: subprocess.Popen[bytes], marker: str, timeout: float) -> list[str]:
+    """What `process` wrote to stderr up to the line holding `marker` (fails after `timeout`).
+
+    Reads the pipe's bytes as they come (a buffered readline could hold back lines that
+    arrived in one write, and the selector would never wake for them)."""
     assert process.stderr is not None
+    fd = process.stderr.fileno()
     selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while not any(marker in line for line in lines):
+    seen = b""
+    while marker.encode() not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or process.poll() is not None:
-            pytest.fail(f"no {marker!r} from `make run` within {timeout} s:\n{''.join(lines)}")
+            pytest.fail(f"no {marker!r} from `make run` within {timeout} s:\n{seen.decode()}")
         if selector.select(left):
-            lines.append(process.stderr.readline())
-    return lines
+            seen += os.read(fd, 65536)
+    selector.close()
+    return seen.decode().splitlines()
 
 
 @pytest.fixture
@@ -67,11 +73,17 @@ def make_run(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,  # Ctrl-C reaches make and appforge up alike
     )
+    drain: threading.Thread | None = None
     try:
-        yield commands[0], _lines_until(process, "Ctrl-C to stop", timeout=180)
+        banner = _lines_until(process, "Ctrl-C to stop", timeout=180)
+        # Keep reading what it logs from here on, or a full pipe would stall the services.
+        assert process.stderr is not None
+        stderr = process.stderr
+        drain = threading.Thread(target=lambda: stderr.read(), daemon=True)
+        drain.start()
+        yield commands[0], banner
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -80,6 +92,8 @@ def make_run(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         finally:
+            if drain is not None:
+                drain.join(timeout=10)
             if process.stderr is not None:
                 process.stderr.close()
 
