@@ -156,8 +156,7 @@ class ExecutionRunner:
         if self._ending:
             return
         self._stopped = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        self.shut_down()
 
     def shut_down(self) -> None:
         """The builder is stopping: end the execution as FAILED with that reason.

@@ -89,7 +89,6 @@ class BuilderService:
         self.models = dict(models)
         self.workspace_for = workspace_for
         self.clock = clock
-        self.settings = settings
         self.builder = builder
         self.owner = owner
         self.limits = settings.limits
@@ -159,18 +158,10 @@ class BuilderService:
             )
             await self.store.set_message(execution_id, message_id)
         except AppforgeError as exc:
-            await self.store.finish(
-                execution_id, ExecutionStatus.FAILED, error=str(exc), now_us=now, notice_due_us=now
-            )
+            await self._fail_unstarted(execution_id, str(exc), now)
             raise
         if self._closing:  # close() began while chat answered: it would not see this run
-            await self.store.finish(
-                execution_id,
-                ExecutionStatus.FAILED,
-                error=SHUTDOWN_REASON,
-                now_us=now,
-                notice_due_us=now,
-            )
+            await self._fail_unstarted(execution_id, SHUTDOWN_REASON, now)
             await self.notices.deliver(execution_id)
             self._refuse_when_closing()
         runner = ExecutionRunner(
@@ -197,6 +188,12 @@ class BuilderService:
         self._runs[execution_id] = _Run(runner=runner, queue=queue)
         runner.start()
         return queue
+
+    async def _fail_unstarted(self, execution_id: str, error: str, now_us: int) -> None:
+        """End an execution no runner ever ran as FAILED, its notice due at once."""
+        await self.store.finish(
+            execution_id, ExecutionStatus.FAILED, error=error, now_us=now_us, notice_due_us=now_us
+        )
 
     def _refuse_when_closing(self) -> None:
         if self._closing:
@@ -295,15 +292,13 @@ class BuilderService:
         # One turn of the loop: a runner task created just now enters its coroutine
         # first, so cancelling it runs its shutdown path instead of never starting it.
         await asyncio.sleep(0)
-        while True:
-            tasks = [
-                run.runner.task
-                for run in self._runs.values()
-                if run.runner.task is not None and not run.runner.task.done()
-            ]
-            if not tasks:
-                return
-            log.info("ending_executions_on_shutdown", executions=len(tasks))
-            for run in list(self._runs.values()):
-                run.runner.shut_down()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # No run registers once `_closing` is set (`start` checks it with no await before
+        # `runner.start()`), so one pass ends them all.
+        runners = [run.runner for run in self._runs.values()]
+        tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
+        if not tasks:
+            return
+        log.info("ending_executions_on_shutdown", executions=len(tasks))
+        for runner in runners:
+            runner.shut_down()
+        await asyncio.gather(*tasks, return_exceptions=True)
