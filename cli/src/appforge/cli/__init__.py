@@ -180,6 +180,16 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_build(options, sys.stdout, sys.stderr, limits=settings.limits))
 
 
+def _to_run(args: argparse.Namespace) -> str:
+    """What `up` or `serve` runs ("up", or the service), refused unless installed here."""
+    if args.command == "up":
+        installed.require(*installed.SERVICES)
+        return "up"
+    service: str = args.service or installed.the_one_service()
+    installed.require(service)
+    return service
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -202,13 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("up", "serve"):
             from appforge.services.common.metrics import serve_metrics
 
-            name = "up" if args.command == "up" else args.service or installed.the_one_service()
+            name = _to_run(args)
             metrics_port = _first(
                 args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]
             )
             serve_metrics(args.host or settings.host, metrics_port)
         if args.command == "up":
-            installed.require(*installed.SERVICES)
             from appforge.cli.up import Ports, up
 
             ports = Ports(
@@ -230,20 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "serve":
-            args.service = args.service or installed.the_one_service()
-            installed.require(args.service)
             from appforge.cli import serve
 
             host = args.host or settings.host
-            port = args.port if args.port is not None else DEFAULT_PORTS[args.service]
+            port = args.port if args.port is not None else DEFAULT_PORTS[name]
             apply_migrations = args.migrate or not settings.database_url
-            if args.service == "deployer":
+            if name == "deployer":
                 asyncio.run(
                     serve.serve_deployer(
                         settings, env, host, port, args.http_port, apply_migrations
                     )
                 )
-            elif args.service == "builder":
+            elif name == "builder":
                 asyncio.run(serve.serve_builder(settings, env, host, port, apply_migrations))
             else:
                 asyncio.run(serve.serve_chat(settings, host, port, apply_migrations))

@@ -60,9 +60,9 @@ async def serve_deployer(
     from appforge.services.deployer.settings import DeploySettings
 
     deploy = DeploySettings.from_env(env)
-    http_port = deploy.http_port if http_port is None else http_port
-    deploy = deploy.serving_on(http_port)
-    runtime = build_deployer(settings, deploy, host=host, port=port, http_port=http_port)
+    if http_port is not None:
+        deploy = deploy.serving_on(http_port)
+    runtime = build_deployer(settings, deploy, host=host, port=port, http_port=deploy.http_port)
     await prepare_schema(runtime.engine, "deployer", apply_migrations)
     await runtime.start_background()
     http = runtime.http

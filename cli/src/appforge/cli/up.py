@@ -58,9 +58,9 @@ def _address_flags(settings: Settings, ports: Ports) -> str:
 async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
     local = _client_host(ports.host)
     deploy = DeploySettings.from_env(env)
-    http_port = deploy.http_port if ports.http is None else ports.http
-    ports = dataclasses.replace(ports, http=http_port)
-    deploy = deploy.serving_on(http_port)
+    if ports.http is not None:
+        deploy = deploy.serving_on(ports.http)
+    http_port = deploy.http_port
     settings = dataclasses.replace(
         settings,
         chat_addr=f"{local}:{ports.chat}",

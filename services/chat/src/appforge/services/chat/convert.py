@@ -30,8 +30,7 @@ from appforge.services.chat.validation import (
     json_safe,
 )
 from appforge.services.common.errors import InvalidArgument
-from appforge.services.common.flow_proto import call_to_proto as call_to_proto
-from appforge.services.common.flow_proto import item_to_proto as item_to_proto
+from appforge.services.common.flow_proto import item_to_proto
 from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct, timestamp
 
