@@ -376,6 +376,21 @@ def machine_ticks() -> list[int]:
         return [0] * 8
 
 
+def machine_shares(before: Sequence[int], after: Sequence[int]) -> dict[str, float]:
+    """Shares of all the machine's CPU time between two `machine_ticks` samples: busy (user,
+    nice, system, irq, softirq), iowait, steal, idle."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        b - a for a, b in zip(before, after, strict=True)
+    )
+    total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
+    return {
+        "busy": (user + nice + system + irq + softirq) / total,
+        "iowait": iowait / total,
+        "steal": steal / total,
+        "idle": idle / total,
+    }
+
+
 async def in_workdir(
     prefix: str, run: Callable[[Path], Awaitable[dict[str, Any]]], keep: Path | None = None
 ) -> dict[str, Any]:

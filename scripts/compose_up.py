@@ -44,7 +44,7 @@ MIGRATIONS = tuple(f"migrate-{service}" for service in SERVICES)
 INFRA = ("postgres", "redis")
 ENGINES = ("auto", "docker", "podman")
 # Reconnect quickly while a published port has no listener yet (gRPC's default backoff is 1 s).
-_FAST_RECONNECT = [
+FAST_RECONNECT = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
@@ -204,7 +204,7 @@ def _container(plan: Plan, service: str, step: str) -> str:
     return names[0]
 
 
-def _healthy(plan: Plan, service: str, step: str) -> bool:
+def healthy(plan: Plan, service: str, step: str) -> bool:
     """Runs the service's compose health check once (nothing else runs it under podman)."""
     name = _container(plan, service, step)
     return _run(["podman", "healthcheck", "run", name], plan.env, 60, step).returncode == 0
@@ -224,7 +224,7 @@ def _serving(address: str, timeout: float) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address, options=_FAST_RECONNECT) as channel:
+    with grpc.insecure_channel(address, options=FAST_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -251,10 +251,12 @@ def _podman_up(plan: Plan) -> None:
     build_images(plan)
     step = "postgres and redis healthy"
     _podman_compose(plan, "up", "-d", "--no-deps", *INFRA, step=step)
-    _until(step, lambda: all(_healthy(plan, s, step) for s in INFRA), plan.timeouts.infra)
+    _until(step, lambda: all(healthy(plan, s, step) for s in INFRA), plan.timeouts.infra)
     _log("healthy", services=",".join(INFRA))
 
-    _podman_compose(plan, "up", "-d", "--no-deps", *MIGRATIONS, step="migrations")
+    # --no-build: the images were just built above (podman-compose would otherwise only look
+    # them up, or rebuild a missing one without the build options used here).
+    _podman_compose(plan, "up", "-d", "--no-deps", "--no-build", *MIGRATIONS, step="migrations")
     for migration in MIGRATIONS:
         name = _container(plan, migration, migration)
         waited = _run(["podman", "wait", name], plan.env, plan.timeouts.migrate, migration)
@@ -263,7 +265,7 @@ def _podman_up(plan: Plan) -> None:
             raise StepFailed(migration, f"exited with {code[0]}")
         _log("migrated", service=migration)
 
-    _podman_compose(plan, "up", "-d", "--no-deps", *SERVICES, step="services")
+    _podman_compose(plan, "up", "-d", "--no-deps", "--no-build", *SERVICES, step="services")
     for service in SERVICES:
         address = plan.address(service)
         # Each check waits a little for the port to answer; one cut short by a container that

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from harness import machine_ticks, proc_stat, stat_cpu_s
+from harness import machine_shares, machine_ticks, pid_cpu_s, proc_stat, stat_cpu_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,11 +22,6 @@ class CpuSample:
     threads: dict[str, float]
     machine: list[int]
     wall_s: float
-
-
-def _pid_cpu_s(path: str) -> float:
-    found = proc_stat(Path(path))
-    return stat_cpu_s(found[1]) if found else 0.0
 
 
 def _postgres_cpu_s(postmaster: int | None, database: str) -> float:
@@ -62,16 +57,14 @@ def cpu_sample(
     """`pids`: label -> its pids (the watchers may be several processes); `servers`:
     PostgreSQL's postmaster and Redis's pid, when known; `database`: the bench's."""
     processes = {
-        label: sum(_pid_cpu_s(f"/proc/{pid}/stat") for pid in group)
-        for label, group in pids.items()
+        label: sum(pid_cpu_s(pid) or 0.0 for pid in group) for label, group in pids.items()
     }
     threads = {
-        label: sum(_pid_cpu_s(f"/proc/{pid}/task/{pid}/stat") for pid in group)
+        label: sum(pid_cpu_s(pid, main_thread=True) or 0.0 for pid in group)
         for label, group in pids.items()
     }
     processes["postgres"] = _postgres_cpu_s(servers.get("postgres"), database)
-    redis = servers.get("redis")
-    processes["redis"] = _pid_cpu_s(f"/proc/{redis}/stat") if redis else 0.0
+    processes["redis"] = pid_cpu_s(servers.get("redis")) or 0.0
     return CpuSample(
         processes=processes, threads=threads, machine=machine_ticks(), wall_s=time.monotonic()
     )
@@ -81,17 +74,14 @@ def cpu_usage(before: CpuSample, after: CpuSample) -> dict[str, Any]:
     """Cores used per process, main-thread (event loop) busy share, the machine's shares;
     `other`: the busy cores nobody listed accounts for (other work on the machine)."""
     wall = max(1e-6, after.wall_s - before.wall_s)
-    user, nice, system, idle, iowait, irq, softirq, steal = (
-        b - a for a, b in zip(before.machine, after.machine, strict=True)
-    )
-    total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
-    busy = (user + nice + system + irq + softirq) / total
+    machine = machine_shares(before.machine, after.machine)
+    busy = machine["busy"]
     cores = {k: (after.processes[k] - before.processes[k]) / wall for k in after.processes}
     cores["other"] = max(0.0, busy * (os.cpu_count() or 1) - sum(cores.values()))
     return {
         "cores": cores,
         "loop_busy": {k: (after.threads[k] - before.threads[k]) / wall for k in after.threads},
-        "machine": {"busy": busy, "iowait": iowait / total, "steal": steal / total},
+        "machine": {key: machine[key] for key in ("busy", "iowait", "steal")},
     }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from harness import _proc_cpu_s, machine_ticks
+from harness import machine_shares, machine_ticks, pid_cpu_s, proc_stat, stat_cpu_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,27 +32,22 @@ SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> p
 """
 
 
-def _stat_cpu_s(path: str) -> float:
-    found = _proc_cpu_s(Path(path))
-    return found[1] if found else 0.0
-
-
 async def cpu_sample(pids: dict[str, int | None], conn: asyncpg.Connection) -> CpuSample:
     """CPU used so far. PostgreSQL: only the backends serving the bench database (the
     server may be shared); a backend that exits before the second sample is not counted."""
     backends = [int(row["pid"]) for row in await conn.fetch(BACKENDS_SQL)]
     redis: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        found = _proc_cpu_s(stat)
+        found = proc_stat(stat)
         if found is not None and found[0] == "redis-server":
-            redis[int(stat.parent.name)] = found[1]
-    processes = {name: _stat_cpu_s(f"/proc/{pid}/stat") for name, pid in pids.items() if pid}
+            redis[int(stat.parent.name)] = stat_cpu_s(found[1])
+    processes = {name: pid_cpu_s(pid) or 0.0 for name, pid in pids.items() if pid}
     processes["client"] = time.process_time()
-    loops = {name: _stat_cpu_s(f"/proc/{pid}/task/{pid}/stat") for name, pid in pids.items() if pid}
+    loops = {name: pid_cpu_s(pid, main_thread=True) or 0.0 for name, pid in pids.items() if pid}
     return CpuSample(
         processes=processes,
         loops=loops,
-        backends={pid: _stat_cpu_s(f"/proc/{pid}/stat") for pid in backends},
+        backends={pid: pid_cpu_s(pid) or 0.0 for pid in backends},
         redis=redis,
         machine=machine_ticks(),
         wall_s=time.perf_counter(),
@@ -73,10 +68,8 @@ def cpu_usage(before: CpuSample, after: CpuSample, cycles: int) -> dict[str, Any
     used["redis"] = sum(
         cpu - before.redis[pid] for pid, cpu in after.redis.items() if pid in before.redis
     )
-    ticks = [b - a for a, b in zip(before.machine, after.machine, strict=True)]
-    total = max(1, sum(ticks))
-    user, nice, system, idle, iowait, irq, softirq, steal = ticks
-    busy = (user + nice + system + irq + softirq) / total
+    machine = machine_shares(before.machine, after.machine)
+    busy = machine["busy"]
     ours = sum(used.values()) / (wall_s * (os.cpu_count() or 1))
     n = max(1, cycles)
     return {
@@ -88,8 +81,8 @@ def cpu_usage(before: CpuSample, after: CpuSample, cycles: int) -> dict[str, Any
         "machine": {
             "busy": busy,
             "other": max(0.0, busy - ours),
-            "iowait": iowait / total,
-            "steal": steal / total,
-            "idle": idle / total,
+            "iowait": machine["iowait"],
+            "steal": machine["steal"],
+            "idle": machine["idle"],
         },
     }

@@ -36,17 +36,3 @@ def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> Cpu
         machine=machine_ticks(),
         wall_s=time.perf_counter(),
     )
-
-
-def machine_cpu(before: CpuSample, after: CpuSample) -> dict[str, float]:
-    """Shares of all the machine's CPU time between two samples: busy, iowait, steal, idle."""
-    user, nice, system, idle, iowait, irq, softirq, steal = (
-        b - a for a, b in zip(before.machine, after.machine, strict=True)
-    )
-    total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
-    return {
-        "busy": (user + nice + system + irq + softirq) / total,
-        "iowait": iowait / total,
-        "steal": steal / total,
-        "idle": idle / total,
-    }

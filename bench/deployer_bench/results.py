@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from harness import percentile
+from harness import machine_shares, percentile
 
 from .checks import Checks
-from .cpu import CpuSample, machine_cpu
+from .cpu import CpuSample
 from .load import EnqueueResult
 from .tables import SUCCEEDED
 
@@ -105,6 +105,6 @@ def summarise_phase(
         claims_per_process=[per_pid.get(str(pid), 0) for pid in pids],
         cpu_ms_per_deployment=cpu,
         loop_busy=[(b - a) / wall_s for a, b in zip(before.loops_s, after.loops_s, strict=True)],
-        machine_cpu=machine_cpu(before, after),
+        machine_cpu=machine_shares(before.machine, after.machine),
         checks=checks,
     )

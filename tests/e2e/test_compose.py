@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -50,12 +51,6 @@ PORT_VARIABLES = (
     "APPFORGE_BUILDER_METRICS_PORT",
     "APPFORGE_DEPLOYER_METRICS_PORT",
 )
-# Reconnect quickly while a published port has no listener yet (gRPC's default backoff is 1 s).
-_FAST_RECONNECT = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-]
 
 
 def _no_engine() -> str | None:
@@ -80,15 +75,21 @@ class Stack:
     and host ports."""
 
     project: str
-    images: dict[str, str]  # service -> its image tag
     env: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def plan(self) -> compose_up.Plan:
+        """What the script works on for this stack: its image names, addresses and logs."""
+        return compose_up.Plan(
+            project=self.project, engine="podman", env=self.env, timeouts=compose_up.Timeouts()
+        )
 
     def port(self, variable: str) -> int:
         return int(self.env[variable])
 
     def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.port(f'APPFORGE_{service.upper()}_PORT')}"
+        return self.plan.address(service)
 
     def compose_up(self, command: str, *args: str, timeout: float) -> None:
         """`python scripts/compose_up.py COMMAND -p PROJECT --engine podman ARGS`, which must
@@ -106,15 +107,12 @@ class Stack:
                 pytrace=False,
             )
 
-    def container(self, service: str) -> str:
-        names = compose_up.container_names(self.project, service)
-        if len(names) != 1:
-            self.fail(f"{service}: expected one container, found {names}")
-        return names[0]
-
     def healthy(self, service: str) -> bool:
-        """Runs the service's compose health check once (nothing else runs it under podman)."""
-        return _podman("healthcheck", "run", self.container(service)).returncode == 0
+        """Runs the service's compose health check once, as the script does."""
+        try:
+            return compose_up.healthy(self.plan, service, f"{service} health check")
+        except compose_up.StepFailed as exc:
+            self.fail(str(exc))
 
     def services_in_image(self, service: str) -> list[str]:
         """The appforge services importable in `service`'s image."""
@@ -123,7 +121,7 @@ class Stack:
             "'deployer') if u.find_spec(f'appforge.services.{s}')))"
         )
         ran = _podman(
-            "run", "--rm", "--no-healthcheck", "--entrypoint", "python", self.images[service],
+            "run", "--rm", "--no-healthcheck", "--entrypoint", "python", self.plan.image(service),
             "-c", probe,
         )  # fmt: skip
         # podman's own complaints (no systemd for health checks) share the output: find ours.
@@ -134,10 +132,7 @@ class Stack:
 
     def logs(self) -> str:
         """The tail of every container's log, for failure messages."""
-        plan = compose_up.Plan(
-            project=self.project, engine="podman", env=self.env, timeouts=compose_up.Timeouts()
-        )
-        return compose_up.logs(plan)
+        return compose_up.logs(self.plan)
 
     def fail(self, message: str) -> NoReturn:
         pytest.fail(f"{message}\n\ncontainer logs:\n{self.logs()}", pytrace=False)
@@ -196,8 +191,7 @@ def stack() -> Iterator[Stack]:
     ):
         if os.environ.get(test_variable):  # the engine's local images; else the compose default
             env[variable] = os.environ[test_variable]
-    images = {s: f"{env['APPFORGE_IMAGE_REPO']}-{s}:{suffix}" for s in SERVICES}
-    built = Stack(project=f"appforge-compose-{suffix}", images=images, env=env)
+    built = Stack(project=f"appforge-compose-{suffix}", env=env)
     try:
         started = time.monotonic()
         built.compose_up("up", timeout=840)  # builds the images, then the start order
@@ -214,7 +208,7 @@ async def _until_serving(address: str, timeout: float) -> None:
     """Until the server's health Watch stream says SERVING."""
     async with (
         asyncio.timeout(timeout),
-        grpc.aio.insecure_channel(address, options=_FAST_RECONNECT) as channel,
+        grpc.aio.insecure_channel(address, options=compose_up.FAST_RECONNECT) as channel,
     ):
         stub = health_pb2_grpc.HealthStub(channel)
         while True:  # a stream broken while the container starts is opened again
