@@ -47,17 +47,16 @@ def _lines_until(process: subprocess.Popen[bytes], marker: str, timeout: float) 
     arrived in one write, and the selector would never wake for them)."""
     assert process.stderr is not None
     fd = process.stderr.fileno()
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     seen = b""
-    while marker.encode() not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0 or process.poll() is not None:
-            pytest.fail(f"no {marker!r} from `make run` within {timeout} s:\n{seen.decode()}")
-        if selector.select(left):
-            seen += os.read(fd, 65536)
-    selector.close()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while marker.encode() not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or process.poll() is not None:
+                pytest.fail(f"no {marker!r} from `make run` within {timeout} s:\n{seen.decode()}")
+            if selector.select(left):
+                seen += os.read(fd, 65536)
     return seen.decode().splitlines()
 
 
