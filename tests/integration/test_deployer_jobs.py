@@ -77,7 +77,6 @@ class RecordingChat:
     def __init__(self, up: bool = True) -> None:
         self.up = up
         self.received: list[dict[str, Any]] = []
-        self.arrived = asyncio.Event()
 
     async def notify(
         self, *, app_id: str, execution_id: str, failed: bool, metadata: Mapping[str, Any]
@@ -85,7 +84,6 @@ class RecordingChat:
         if not self.up:
             raise ConnectionError("chat is down")
         self.received.append({"execution_id": execution_id, "failed": failed, **metadata})
-        self.arrived.set()
 
 
 @pytest_asyncio.fixture

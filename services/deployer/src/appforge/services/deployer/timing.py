@@ -14,8 +14,7 @@ import itertools
 from typing import Protocol
 
 from appforge.services.common.clock import Clock, SystemClock
-
-US = 1_000_000
+from appforge.services.deployer.domain import US
 
 
 class Timer(Clock, Protocol):
