@@ -104,7 +104,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.check:
         return check()
-    shutil.rmtree(OUT / GENERATED_PACKAGE, ignore_errors=True)
+    # Only what protoc writes goes: py.typed and the hand-written client helpers stay.
+    for stale in (OUT / GENERATED_PACKAGE).rglob("*"):
+        if stale.name.endswith(SUFFIXES):
+            stale.unlink()
     for path in generate(OUT):
         print(path.relative_to(ROOT))
     return 0

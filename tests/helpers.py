@@ -11,7 +11,7 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc, deltas
 from appforge.api.flow.v1 import flow_pb2
 
 CHAT_TABLES = ("chat_apps", "chat_messages", "chat_flow_items", "chat_tool_calls")
@@ -34,6 +34,8 @@ def call(
 def upsert(
     app_id: str, execution_id: str, *items: flow_pb2.FlowItem, **kwargs: Any
 ) -> chat_pb2.UpsertAssistantMessageRequest:
+    """An upsert asking for the FULL reply (these tests read its flow) unless told."""
+    kwargs.setdefault("view", chat_pb2.MESSAGE_VIEW_FULL)
     return chat_pb2.UpsertAssistantMessageRequest(
         app_id=app_id, execution_id=execution_id, items=list(items), **kwargs
     )
@@ -55,22 +57,38 @@ async def table_counts(engine: AsyncEngine) -> dict[str, int]:
 
 
 class Watcher:
-    """Reads a WatchApp stream in the background into a queue."""
+    """Reads a WatchApp stream in the background into a queue.
+
+    Every event is queued with its whole message: a BASIC stream's deltas are applied the
+    way a client does (`appforge.api.chat.v1.deltas.Messages`), so every test that watches
+    also checks that deltas rebuild the messages. `raw` keeps the events as received.
+    """
 
     def __init__(
-        self, stub: chat_pb2_grpc.ChatServiceAsyncStub, app_id: str, after_cursor: int = 0
+        self,
+        stub: chat_pb2_grpc.ChatServiceAsyncStub,
+        app_id: str,
+        after_cursor: int = 0,
+        view: chat_pb2.MessageView.ValueType = chat_pb2.MESSAGE_VIEW_BASIC,
+        known: deltas.Messages | None = None,
     ):
+        """`known`: the messages the client already holds (when resuming a stream)."""
         self.call = stub.WatchApp(
-            chat_pb2.WatchAppRequest(app_id=app_id, after_cursor=after_cursor)
+            chat_pb2.WatchAppRequest(app_id=app_id, after_cursor=after_cursor, view=view)
         )
         self.events: asyncio.Queue[chat_pb2.MessageEvent] = asyncio.Queue()
+        self.raw: list[chat_pb2.MessageEvent] = []
+        self.messages = known or deltas.Messages()
         self.last_cursor = after_cursor
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             async for event in self.call:
-                self.events.put_nowait(event)
+                self.raw.append(event)
+                whole = chat_pb2.ChatMessage()
+                whole.CopyFrom(self.messages.apply(event))
+                self.events.put_nowait(chat_pb2.MessageEvent(cursor=event.cursor, message=whole))
 
     async def next(self, timeout: float = 10.0) -> chat_pb2.MessageEvent:
         event = await asyncio.wait_for(self.events.get(), timeout)
@@ -95,9 +113,13 @@ class Watcher:
 
 @contextlib.asynccontextmanager
 async def watching(
-    stub: chat_pb2_grpc.ChatServiceAsyncStub, app_id: str, after_cursor: int = 0
+    stub: chat_pb2_grpc.ChatServiceAsyncStub,
+    app_id: str,
+    after_cursor: int = 0,
+    view: chat_pb2.MessageView.ValueType = chat_pb2.MESSAGE_VIEW_BASIC,
+    known: deltas.Messages | None = None,
 ) -> AsyncIterator[Watcher]:
-    watcher = Watcher(stub, app_id, after_cursor)
+    watcher = Watcher(stub, app_id, after_cursor, view, known)
     try:
         yield watcher
     finally:

@@ -33,8 +33,10 @@ class ChatHandle:
     address: str
 
 
-async def start_chat(backend: str, url: str, redis_url: str | None) -> ChatHandle:
-    settings = Settings(watch_poll_interval=2.0, shutdown_grace=0.5)
+async def start_chat(
+    backend: str, url: str, redis_url: str | None, settings: Settings | None = None
+) -> ChatHandle:
+    settings = settings or Settings(watch_poll_interval=2.0, shutdown_grace=0.5)
     engine = db.create_engine(url)
     await migrate.upgrade(engine, installed.histories())
     bus = RedisBus(redis_url) if redis_url else InProcessBus()

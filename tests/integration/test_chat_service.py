@@ -307,9 +307,12 @@ async def test_events_published_out_of_order_reach_watchers_in_order_without_a_d
     async def counted(app_id: str, after: int, limit: int) -> Any:
         if app_id == app.id:
             reads.append(after)
-            if after in read:
-                read[after].set()
-        return await real_changed_after(app_id, after, limit)
+        page = await real_changed_after(app_id, after, limit)
+        # Set once the read is done, so the test never ends (and stops the service) while a
+        # read is in flight: cancelling an aiosqlite query mid-way can hang its connection.
+        if app_id == app.id and after in read:
+            read[after].set()
+        return page
 
     monkeypatch.setattr(store, "changed_after", counted)
 

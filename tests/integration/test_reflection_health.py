@@ -49,6 +49,7 @@ def _grpcurl_like_upsert(address: str, app_id: str, execution_id: str) -> dict[s
                 ],
                 "status": "MESSAGE_STATUS_COMPLETED",
                 "metadata": {"source": "grpcurl"},
+                "view": "MESSAGE_VIEW_FULL",
             },
             request_cls(),
         )

@@ -19,6 +19,7 @@ from appforge.cli import installed
 from appforge.services.chat.domain import (
     AssistantUpsert,
     MessageStatus,
+    MessageView,
     assemble_content,
     assemble_flow,
 )
@@ -51,9 +52,11 @@ async def test_every_write_matches_the_domain(store: MessageStore, seed: int) ->
     version = 0
     for n, write in enumerate(order):
         state, domain_changed = apply(state, write)
-        message, store_changed = await store.upsert_assistant(
-            AssistantUpsert(app_id=app.id, execution_id=execution_id, items=tuple(write))
+        result = await store.upsert_assistant(
+            AssistantUpsert(app_id=app.id, execution_id=execution_id, items=tuple(write)),
+            MessageView.FULL,
         )
+        message, store_changed = result.message, result.changed
         # The first write always changes something: it creates the message.
         assert store_changed == (domain_changed or n == 0), f"write {n}: {write}"
         version += store_changed
@@ -79,11 +82,12 @@ async def test_status_and_metadata_rules_match(store: MessageStore) -> None:
         (MessageStatus.COMPLETED, {}, MessageStatus.FAILED, False),
     ]
     for status, metadata, expected_status, expected_changed in steps:
-        message, changed = await store.upsert_assistant(
+        result = await store.upsert_assistant(
             AssistantUpsert(
                 app_id=app.id, execution_id=execution_id, status=status, metadata=metadata
             )
         )
+        message, changed = result.message, result.changed
         assert (message.status, changed) == (expected_status, expected_changed)
     assert dict(message.metadata) == {"a": 2.0, "b": "x", "error": "Deployment timeout"}
     assert message.version == 4

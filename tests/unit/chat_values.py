@@ -18,6 +18,11 @@ def text(seq: int, body: str = "hi", stamp: int | None = None) -> FlowItem:
     return FlowItem(seq=seq, kind=ItemKind.MESSAGE, text=body, timestamp_us=stamp)
 
 
+def piece(seq: int, body: str, offset: int) -> FlowItem:
+    """A text piece appended at `offset` (as a delta or an append write carries it)."""
+    return FlowItem(seq=seq, kind=ItemKind.MESSAGE, text=body, text_offset=offset)
+
+
 def tools(seq: int, *calls: ToolCall, stamp: int | None = None) -> FlowItem:
     return FlowItem(seq=seq, kind=ItemKind.TOOLS, calls=calls, timestamp_us=stamp)
 

@@ -4,12 +4,12 @@ marker is for: a watcher that fell behind re-reads what it missed."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from appforge.services.chat.convert import ProtoChangeCodec
-from appforge.services.chat.domain import App, Message, MessageStatus, Role
+from appforge.services.chat.domain import App, Change, Message, MessageStatus, Role
 from appforge.services.chat.service import ChatService
 from appforge.services.chat.store import MessageStore
 from appforge.services.common.bus import (
@@ -90,7 +90,7 @@ async def test_a_watcher_that_falls_behind_gets_the_marker_and_rereads_what_it_m
     behind = QUEUE_SIZE + 1
     for n in range(behind):
         await chat.post_user_message("app-1", f"while away {n}", "")
-    got = [(await asyncio.wait_for(anext(watch), TIMEOUT)).message for _ in range(behind)]
+    got = [message_of(await asyncio.wait_for(anext(watch), TIMEOUT)) for _ in range(behind)]
     assert [m.cursor for m in got] == list(range(2, behind + 2))
     assert got == log.messages[1:]
     assert log.reads[:2] == [0, 1]  # the marker made it re-read from where it was
@@ -99,7 +99,7 @@ async def test_a_watcher_that_falls_behind_gets_the_marker_and_rereads_what_it_m
     reads = len(log.reads)
     await chat.post_user_message("app-1", "live again", "")
     live = await asyncio.wait_for(anext(watch), TIMEOUT)
-    assert (live.cursor, live.message.content) == (behind + 2, "live again")
+    assert (live.cursor, message_of(live).content) == (behind + 2, "live again")
     assert len(log.reads) == reads
     await watch.aclose()  # type: ignore[attr-defined]
 
@@ -239,3 +239,10 @@ async def test_create_bus_picks_redis_with_a_url_without_connecting() -> None:
     bus = create_bus("redis://127.0.0.1:1/0")
     assert isinstance(bus, RedisBus)
     await bus.close()
+
+
+def message_of(change: Change) -> Message:
+    """The message of a snapshot change (user messages always arrive as snapshots)."""
+    assert not change.is_delta
+    message: Message = cast(Any, change).message
+    return message

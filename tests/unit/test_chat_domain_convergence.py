@@ -52,8 +52,7 @@ def apply(state: State, write: Sequence[FlowItem]) -> tuple[State, bool]:
     positions: dict[int, int] = {}
     for seq, position, _ in state.calls.values():
         positions[seq] = max(positions.get(seq, 0), position + 1)
-    stored_calls = {call_id: c for call_id, (_, _, c) in state.calls.items()}
-    changes = merge_flow(state.items, stored_calls, positions, write)
+    changes = merge_flow(state.items, state.calls, positions, write)
     items, calls = apply_changes(state.items, state.calls, changes)
     return State(items, calls), not changes.empty
 

@@ -14,17 +14,18 @@ from appforge.services.chat.domain import (
     apply_changes,
     assemble_content,
     assemble_flow,
+    flow_delta,
     merge_flow,
 )
-from appforge.services.common.errors import InvalidArgument
-from tests.unit.chat_values import T0, S, call, text, tools
+from appforge.services.common.errors import FailedPrecondition, InvalidArgument
+from tests.unit.chat_values import T0, S, call, piece, text, tools
 
 # --- merge_flow ----------------------------------------------------------------------------
 
 NO_ITEMS: Mapping[int, FlowItem] = {}
 
 
-NO_CALLS: Mapping[str, ToolCall] = {}
+NO_CALLS: Mapping[str, tuple[int, int, ToolCall]] = {}
 
 
 NO_POSITIONS: Mapping[int, int] = {}
@@ -47,14 +48,35 @@ def test_merge_flow_new_tools_item_gives_calls_positions_in_batch_order() -> Non
 def test_merge_flow_new_call_in_a_stored_batch_goes_after_the_stored_calls() -> None:
     stored = {2: tools(2, stamp=T0)}
     c1, c2, c3 = call("c1"), call("c2"), call("c3")
-    changes = merge_flow(stored, {"c1": c1, "c2": c2}, {2: 2}, [tools(2, c1, c2, c3)])
+    changes = merge_flow(
+        stored, {"c1": (2, 0, c1), "c2": (2, 1, c2)}, {2: 2}, [tools(2, c1, c2, c3)]
+    )
     assert changes == FlowChanges(new_calls=((2, 2, c3),))
 
 
-def test_merge_flow_grown_text_keeps_the_stored_stamp() -> None:
+def test_merge_flow_grown_text_is_the_appended_piece_at_its_offset() -> None:
     stored = {1: text(1, "Hel", T0)}
     changes = merge_flow(stored, NO_CALLS, NO_POSITIONS, [text(1, "Hello", T0 + 99)])
-    assert changes == FlowChanges(grown_texts=(text(1, "Hello", T0),))
+    assert changes == FlowChanges(appended=(piece(1, "lo", 3),))
+
+
+def test_merge_flow_appends_at_an_offset() -> None:
+    stored = {1: text(1, "Hel", T0)}
+    changes = merge_flow(stored, NO_CALLS, NO_POSITIONS, [piece(1, "lo", 3), piece(1, "!", 5)])
+    assert changes == FlowChanges(appended=(piece(1, "lo!", 3),))
+    items, _ = apply_changes(stored, {}, changes)
+    assert items == {1: text(1, "Hello!", T0)}
+
+
+def test_merge_flow_append_past_the_end_is_refused() -> None:
+    with pytest.raises(FailedPrecondition) as raised:
+        merge_flow({1: text(1, "Hel")}, NO_CALLS, NO_POSITIONS, [text(2, "x"), piece(1, "o", 4)])
+    assert raised.value.field == "items[1].message.offset"
+
+
+def test_merge_flow_a_new_item_grown_in_the_same_request_is_one_new_item() -> None:
+    changes = merge_flow(NO_ITEMS, NO_CALLS, NO_POSITIONS, [text(1, "He", T0), piece(1, "llo", 2)])
+    assert changes == FlowChanges(new_items=(text(1, "Hello", T0),))
 
 
 def test_merge_flow_shorter_text_changes_nothing() -> None:
@@ -66,16 +88,16 @@ def test_merge_flow_updated_call() -> None:
     stored = {2: tools(2, stamp=T0)}
     old = call("c1", S.STREAMING, name="w")
     new = call("c1", S.SUCCEEDED, result_json="{}")
-    changes = merge_flow(stored, {"c1": old}, {2: 1}, [tools(2, new)])
+    changes = merge_flow(stored, {"c1": (2, 0, old)}, {2: 1}, [tools(2, new)])
     assert changes == FlowChanges(
-        updated_calls=(call("c1", S.SUCCEEDED, name="w", result_json="{}"),)
+        updated_calls=((2, call("c1", S.SUCCEEDED, name="w", result_json="{}")),)
     )
 
 
 def test_merge_flow_late_streaming_after_succeeded_changes_nothing() -> None:
     stored = {2: tools(2, stamp=T0)}
     done = call("c1", S.SUCCEEDED, result_json="{}")
-    changes = merge_flow(stored, {"c1": done}, {2: 1}, [tools(2, call("c1", S.STREAMING))])
+    changes = merge_flow(stored, {"c1": (2, 0, done)}, {2: 1}, [tools(2, call("c1", S.STREAMING))])
     assert changes == FlowChanges()
     assert changes.empty
 
@@ -84,7 +106,7 @@ def test_merge_flow_replay_is_empty() -> None:
     c1 = call("c1", S.SUCCEEDED, name="w", result_json="{}")
     request = [text(1, "Hello", T0), tools(2, c1, stamp=T0 + 1)]
     stored = {1: text(1, "Hello", T0), 2: tools(2, stamp=T0 + 1)}
-    changes = merge_flow(stored, {"c1": c1}, {2: 1}, request)
+    changes = merge_flow(stored, {"c1": (2, 0, c1)}, {2: 1}, request)
     assert changes == FlowChanges()
     assert changes.empty
 
@@ -92,9 +114,9 @@ def test_merge_flow_replay_is_empty() -> None:
 def test_flow_changes_empty_only_when_nothing_changes() -> None:
     assert FlowChanges().empty
     assert not FlowChanges(new_items=(text(1, "a"),)).empty
-    assert not FlowChanges(grown_texts=(text(1, "a"),)).empty
+    assert not FlowChanges(appended=(piece(1, "a", 1),)).empty
     assert not FlowChanges(new_calls=((1, 0, call()),)).empty
-    assert not FlowChanges(updated_calls=(call(),)).empty
+    assert not FlowChanges(updated_calls=((1, call()),)).empty
 
 
 @pytest.mark.parametrize(
@@ -134,7 +156,7 @@ def test_merge_flow_stored_call_twice_in_one_request_accumulates_into_one_update
     stored_call = call("c1", S.PENDING, name="w")
     changes = merge_flow(
         {2: tools(2)},
-        {"c1": stored_call},
+        {"c1": (2, 0, stored_call)},
         {2: 1},
         [
             tools(2, call("c1", S.STREAMING, arguments_json="{}")),
@@ -142,26 +164,23 @@ def test_merge_flow_stored_call_twice_in_one_request_accumulates_into_one_update
             tools(2, call("c1", S.STREAMING)),
         ],
     )
-    assert changes == FlowChanges(
-        updated_calls=(call("c1", S.SUCCEEDED, name="w", arguments_json="{}", result_json="1"),)
-    )
+    merged = call("c1", S.SUCCEEDED, name="w", arguments_json="{}", result_json="1")
+    assert changes == FlowChanges(updated_calls=((2, merged),))
 
 
 def test_merge_flow_text_new_and_grown_in_one_request() -> None:
     changes = merge_flow(NO_ITEMS, NO_CALLS, NO_POSITIONS, [text(1, "He", T0), text(1, "Hello")])
-    assert changes == FlowChanges(
-        new_items=(text(1, "He", T0),), grown_texts=(text(1, "Hello", T0),)
-    )
+    assert changes == FlowChanges(new_items=(text(1, "Hello", T0),))
     items, _ = apply_changes({}, {}, changes)
     assert items == {1: text(1, "Hello", T0)}
 
 
 def test_merge_flow_does_not_mutate_its_inputs() -> None:
     items = {2: tools(2)}
-    calls = {"c1": call("c1")}
+    calls = {"c1": (2, 0, call("c1"))}
     positions = {2: 1}
     merge_flow(items, calls, positions, [tools(2, call("c1", S.SUCCEEDED), call("c2"))])
-    assert (items, calls, positions) == ({2: tools(2)}, {"c1": call("c1")}, {2: 1})
+    assert (items, calls, positions) == ({2: tools(2)}, {"c1": (2, 0, call("c1"))}, {2: 1})
 
 
 # --- apply_changes, assemble_flow, assemble_content ----------------------------------------
@@ -172,9 +191,9 @@ def test_apply_changes_adds_items_and_calls_and_keeps_call_positions() -> None:
     calls = {"c1": (2, 0, call("c1", S.STREAMING))}
     changes = FlowChanges(
         new_items=(tools(3, stamp=T0 + 2),),
-        grown_texts=(text(1, "Hello", T0),),
+        appended=(piece(1, "llo", 2),),
         new_calls=((2, 1, call("c2")), (3, 0, call("c3"))),
-        updated_calls=(call("c1", S.SUCCEEDED),),
+        updated_calls=((2, call("c1", S.SUCCEEDED)),),
     )
     items_after, calls_after = apply_changes(items, calls, changes)
     assert items_after == {
@@ -239,3 +258,25 @@ def test_assemble_flow_of_a_tools_item_without_calls() -> None:
 )
 def test_assemble_content(items: list[FlowItem], expected: str) -> None:
     assert assemble_content(items) == expected
+
+
+# --- flow_delta ----------------------------------------------------------------------------
+
+
+def test_flow_delta_lists_what_changed_in_seq_order() -> None:
+    changes = FlowChanges(
+        new_items=(tools(4, stamp=T0 + 4), text(3, "new", T0 + 3)),
+        appended=(piece(1, "llo", 2),),
+        new_calls=((4, 1, call("d")), (2, 3, call("c")), (4, 0, call("e")), (2, 2, call("b"))),
+        updated_calls=((2, call("a", S.SUCCEEDED)),),
+    )
+    assert flow_delta(changes) == (
+        piece(1, "llo", 2),
+        tools(2, call("a", S.SUCCEEDED), call("b"), call("c")),  # changed first, new in order
+        text(3, "new", T0 + 3),
+        tools(4, call("e"), call("d"), stamp=T0 + 4),
+    )
+
+
+def test_flow_delta_of_nothing_is_empty() -> None:
+    assert flow_delta(FlowChanges()) == ()

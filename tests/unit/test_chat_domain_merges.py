@@ -14,9 +14,10 @@ from appforge.services.chat.domain import (
     ToolStatus,
     merge_metadata,
     merge_status,
-    merge_text,
     merge_tool_call,
+    text_growth,
 )
+from appforge.services.common.errors import FailedPrecondition
 from tests.unit.chat_values import T0, S, call
 
 # --- merge_tool_call -----------------------------------------------------------------------
@@ -175,21 +176,43 @@ def test_merge_tool_call_keeps_the_old_call_id() -> None:
     assert merged.name == "w"
 
 
-# --- merge_text, merge_status, merge_metadata -----------------------------------------------
+# --- text_growth, merge_status, merge_metadata ---------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "expected"),
+    ("stored", "offset", "piece", "growth"),
     [
-        pytest.param("", "Hello", "Hello", id="first-text"),
-        pytest.param("Hel", "Hello", "Hello", id="grows"),
-        pytest.param("Hello", "Hel", "Hello", id="shorter-late-copy-ignored"),
-        pytest.param("Hello", "", "Hello", id="empty-ignored"),
-        pytest.param("Hello", "Hello", "Hello", id="replay"),
+        pytest.param("", 0, "Hello", "Hello", id="first-text"),
+        pytest.param("Hel", 0, "Hello", "lo", id="a-longer-copy-grows"),
+        pytest.param("Hel", 3, "lo", "lo", id="an-append-at-the-end"),
+        pytest.param("Hel", 2, "lo!", "o!", id="an-append-overlapping-the-end"),
+        pytest.param("Hello", 0, "Hel", "", id="shorter-late-copy-is-a-replay"),
+        pytest.param("Hello", 3, "lo", "", id="replayed-append"),
+        pytest.param("Hello", 5, "", "", id="empty-piece-at-the-end"),
+        pytest.param("Hello", 0, "", "", id="empty-piece"),
+        pytest.param("héllo", 2, "llo wörld", " wörld", id="offsets-count-characters"),
     ],
 )
-def test_merge_text_only_grows(old: str, new: str, expected: str) -> None:
-    assert merge_text(old, new) == expected
+def test_text_growth_only_appends(stored: str, offset: int, piece: str, growth: str) -> None:
+    assert text_growth(stored, offset, piece, where="items[0]") == growth
+
+
+@pytest.mark.parametrize(
+    ("stored", "offset", "piece", "field"),
+    [
+        pytest.param("", 1, "x", "items[0].message.offset", id="a-new-item-starts-at-0"),
+        pytest.param("Hel", 4, "o", "items[0].message.offset", id="past-the-end"),
+        pytest.param("Hello", 0, "Help", "items[0].message.text", id="rewrites-the-text"),
+        pytest.param("Hello", 4, "p!", "items[0].message.text", id="overlap-disagrees"),
+        pytest.param("Hello", 0, "Jello world", "items[0].message.text", id="longer-but-other"),
+    ],
+)
+def test_text_growth_refuses_what_does_not_continue_the_text(
+    stored: str, offset: int, piece: str, field: str
+) -> None:
+    with pytest.raises(FailedPrecondition) as raised:
+        text_growth(stored, offset, piece, where="items[0]")
+    assert raised.value.field == field
 
 
 M = MessageStatus

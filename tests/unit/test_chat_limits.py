@@ -18,7 +18,9 @@ from appforge.services.chat.domain import (
     FlowItem,
     Message,
     MessageStatus,
+    MessageView,
     Role,
+    UpsertResult,
 )
 from appforge.services.chat.service import ChatService
 from appforge.services.chat.store import MessageStore
@@ -64,8 +66,8 @@ class AcceptingStore:
     async def post_user_message(self, *args: Any) -> tuple[Message, bool]:
         return self._message(), False  # nothing new: nothing to publish
 
-    async def upsert_assistant(self, upsert: AssistantUpsert) -> tuple[Message, bool]:
-        return self._message(), False
+    async def upsert_assistant(self, upsert: AssistantUpsert, view: MessageView) -> UpsertResult:
+        return UpsertResult(message=self._message(), delta=None)
 
     async def get_message(self, message_id: str) -> Message:
         return self._message()

@@ -3,6 +3,7 @@ metadata; every rejection has the right exception type and field."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -10,15 +11,15 @@ import pytest
 
 from appforge.services.chat.validation import (
     check_size,
-    json_safe,
     optional_id,
     require_id,
     require_name,
+    validate_upsert,
     validate_user_content,
 )
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
 from appforge.services.common.settings import Limits
-from tests.unit.chat_values import LIMITS, MAX_ID
+from tests.unit.chat_values import LIMITS, MAX_ID, upsert
 
 # --- ids and names -------------------------------------------------------------------------
 
@@ -159,33 +160,38 @@ def test_validate_user_content_rejects(content: str, error: type[InvalidArgument
     assert raised.value.field == "content"
 
 
-# --- json_safe -----------------------------------------------------------------------------
+# --- metadata: encoded once, finite numbers only -------------------------------------------
 
 
 @pytest.mark.parametrize(
     "value",
     [
         pytest.param({"a": 1, "b": [1.5, "x", None, True], "c": {"d": -0.0}}, id="nested"),
-        pytest.param({}, id="empty"),
-        pytest.param("plain", id="scalar"),
-        pytest.param(1e308, id="huge-but-finite"),
+        pytest.param({"s": "plain"}, id="scalar"),
+        pytest.param({"big": 1e308}, id="huge-but-finite"),
     ],
 )
-def test_json_safe_passes_finite_values_through(value: Any) -> None:
-    assert json_safe(value) == value
+def test_metadata_is_encoded_once_by_validation(value: Any) -> None:
+    checked = validate_upsert(upsert(metadata=value), LIMITS)
+    assert checked.metadata_json is not None and json.loads(checked.metadata_json) == value
+
+
+def test_no_metadata_encodes_nothing() -> None:
+    assert validate_upsert(upsert(), LIMITS).metadata_json is None
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        pytest.param(math.nan, id="nan"),
+        pytest.param({"x": math.nan}, id="nan"),
         pytest.param({"x": math.inf}, id="inf-in-dict"),
         pytest.param({"x": [1.0, -math.inf]}, id="minus-inf-in-list"),
         pytest.param({"a": {"b": [{"c": math.nan}]}}, id="deeply-nested-nan"),
     ],
 )
-def test_json_safe_rejects_non_finite_numbers(value: Any) -> None:
+def test_metadata_rejects_non_finite_numbers(value: Any) -> None:
     with pytest.raises(InvalidArgument) as raised:
-        json_safe(value)
+        validate_upsert(upsert(metadata=value), LIMITS)
     assert type(raised.value) is InvalidArgument
     assert raised.value.field == "metadata"
+    assert "finite" in str(raised.value)

@@ -1,7 +1,8 @@
 """Protobuf <-> chat domain. The only chat module besides grpc_api that knows protobuf.
 
 It also carries changes on the bus (`ProtoChangeCodec`): as the serialised
-`chat.v1.MessageEvent` watchers are sent, so that relaying a change costs no conversion.
+`chat.v1.MessageEvent` BASIC watchers are sent, so that relaying a change costs neither a
+conversion nor a serialisation, however many watchers there are.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from appforge.services.chat.domain import (
     App,
     AssistantUpsert,
     Change,
+    DeltaChanged,
     FlowItem,
     ItemKind,
     Message,
     MessageChanged,
+    MessageDelta,
     MessageStatus,
+    MessageView,
     Role,
     ToolCall,
     ToolStatus,
-)
-from appforge.services.chat.validation import (
-    json_safe,
 )
 from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.flow_proto import item_to_proto
@@ -60,6 +61,30 @@ def message_to_proto(message: Message) -> chat_pb2.ChatMessage:
         request_id=message.request_id or "",
         cursor=message.cursor,
     )
+
+
+def delta_to_proto(delta: MessageDelta) -> chat_pb2.MessageDelta:
+    out = chat_pb2.MessageDelta(
+        message_id=delta.message_id,
+        execution_id=delta.execution_id,
+        version=delta.version,
+        items=[item_to_proto(i, delta.execution_id) for i in delta.items],
+        status=0 if delta.status is None else int(delta.status),  # type: ignore[arg-type]
+        updated_at=timestamp(delta.updated_us),
+    )
+    if delta.metadata:
+        out.metadata.CopyFrom(struct(delta.metadata))
+    return out
+
+
+def view_from_proto(view: int, field: str = "view") -> MessageView:
+    """A request's view; UNSPECIFIED is BASIC."""
+    if view == chat_pb2.MESSAGE_VIEW_UNSPECIFIED:
+        return MessageView.BASIC
+    try:
+        return MessageView(view)
+    except ValueError:
+        raise InvalidArgument(f"unknown value {view}", field=field) from None
 
 
 def message_from_proto(proto: chat_pb2.ChatMessage) -> Message:
@@ -111,8 +136,14 @@ def _item_from_proto(item: flow_pb2.FlowItem, where: str) -> FlowItem:
         raise InvalidArgument("must have a body: message or tools", field=where)
     stamp = item.timestamp.ToMicroseconds() if item.HasField("timestamp") else None
     if body == "message":
+        if item.message.offset < 0:
+            raise InvalidArgument("must not be negative", field=f"{where}.message.offset")
         return FlowItem(
-            seq=item.seq, kind=ItemKind.MESSAGE, timestamp_us=stamp, text=item.message.text
+            seq=item.seq,
+            kind=ItemKind.MESSAGE,
+            timestamp_us=stamp,
+            text=item.message.text,
+            text_offset=item.message.offset,
         )
     calls = tuple(
         _call_from_proto(c, f"{where}.tools.calls[{n}]") for n, c in enumerate(item.tools.calls)
@@ -121,12 +152,12 @@ def _item_from_proto(item: flow_pb2.FlowItem, where: str) -> FlowItem:
 
 
 def _metadata(request: chat_pb2.UpsertAssistantMessageRequest) -> dict[str, Any]:
+    # Decoded once; validation checks it is JSON (finite numbers) while encoding it once.
     try:
-        values = json_format.MessageToDict(request.metadata)
+        values: dict[str, Any] = json_format.MessageToDict(request.metadata)
     except ValueError:  # NaN and infinities cannot be JSON
         raise InvalidArgument("numbers must be finite", field="metadata") from None
-    result: dict[str, Any] = json_safe(values)
-    return result
+    return values
 
 
 def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> AssistantUpsert:
@@ -158,19 +189,30 @@ def upsert_from_proto(request: chat_pb2.UpsertAssistantMessageRequest) -> Assist
 
 
 class PublishedChange:
-    """A change as the bus delivered it: the parsed event, relayed to watchers as is.
+    """A change as the bus delivered it: the payload and the event parsed from it, relayed
+    to BASIC watchers as the payload itself.
 
     Every watcher of an app in this process shares one of these per change (see
-    `ProtoChangeCodec.decode`), so fan-out costs no conversion; its `message` is converted
-    to a domain value only if someone asks for it.
+    `ProtoChangeCodec.decode`), so fan-out costs no conversion and no serialisation; its
+    `message` is converted to a domain value only if someone asks for it.
     """
 
-    def __init__(self, event: chat_pb2.MessageEvent) -> None:
+    def __init__(self, payload: bytes, event: chat_pb2.MessageEvent) -> None:
+        self.payload = payload
         self.event = event
+        self.is_delta = event.WhichOneof("change") == "delta"
 
     @property
     def cursor(self) -> int:
         return self.event.cursor
+
+    @property
+    def message_id(self) -> str:
+        return self.event.delta.message_id if self.is_delta else self.event.message.id
+
+    @property
+    def version(self) -> int:
+        return self.event.delta.version if self.is_delta else self.event.message.version
 
     @functools.cached_property
     def message(self) -> Message:
@@ -181,7 +223,18 @@ def change_to_proto(change: Change) -> chat_pb2.MessageEvent:
     """The event a watcher is sent (a published change is already one)."""
     if isinstance(change, PublishedChange):
         return change.event
-    return chat_pb2.MessageEvent(cursor=change.cursor, message=message_to_proto(change.message))
+    if isinstance(change, DeltaChanged):
+        return chat_pb2.MessageEvent(cursor=change.cursor, delta=delta_to_proto(change.delta))
+    if isinstance(change, MessageChanged):
+        return chat_pb2.MessageEvent(cursor=change.cursor, message=message_to_proto(change.message))
+    raise TypeError(f"not a change: {change!r}")
+
+
+def change_to_wire(change: Change) -> bytes:
+    """The serialised event a watcher is sent: a published change's own payload."""
+    if isinstance(change, PublishedChange):
+        return change.payload
+    return change_to_proto(change).SerializeToString()
 
 
 class ProtoChangeCodec:
@@ -191,7 +244,7 @@ class ProtoChangeCodec:
     many of its watchers relay it.
     """
 
-    def encode(self, change: MessageChanged) -> bytes:
+    def encode(self, change: MessageChanged | DeltaChanged) -> bytes:
         return change_to_proto(change).SerializeToString()
 
     def decode(self, payload: bytes) -> PublishedChange | None:
@@ -199,8 +252,7 @@ class ProtoChangeCodec:
         return _decode_change(payload)
 
 
-# Every watcher of an app receives the same payload: parse it once. Watchers only read
-# the event (gRPC serialises it per stream), so sharing one object is safe.
+# Every watcher of an app receives the same payload: parse it once.
 @functools.lru_cache(maxsize=64)
 def _decode_change(payload: bytes) -> PublishedChange | None:
     try:
@@ -208,7 +260,7 @@ def _decode_change(payload: bytes) -> PublishedChange | None:
     except Exception as exc:  # a foreign or corrupt payload: the watcher resyncs instead
         log.warning("bad_bus_payload", error=repr(exc))
         return None
-    if not event.HasField("message") or event.cursor < 1:
-        log.warning("bad_bus_payload", error="an event without a message or cursor")
+    if event.WhichOneof("change") is None or event.cursor < 1:
+        log.warning("bad_bus_payload", error="an event without a change or cursor")
         return None
-    return PublishedChange(event)
+    return PublishedChange(payload, event)

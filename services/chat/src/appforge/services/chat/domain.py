@@ -7,7 +7,7 @@ metadata merges key by key, and the first stamp of an item is the one kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Protocol
@@ -77,29 +77,74 @@ class Message:
     flow: tuple[FlowItem, ...] = ()
 
 
+class MessageView(IntEnum):
+    """How much of a message a reply or a watch event carries (chat.v1.MessageView)."""
+
+    BASIC = 1  # replies: no flow, no content; events: a snapshot first, then deltas
+    FULL = 2  # the whole message, always
+
+
 class Change(Protocol):
-    """What a watcher of an app is told: a message's state after a change, at the app's
-    change cursor.
+    """What a watcher of an app is told at the app's change cursor: a message's whole state
+    (a snapshot) or what one write changed in it (a delta, `is_delta`).
 
     Cursors are dense per app and commit in order, so a watcher that has seen cursor n
-    missed nothing when the next change it gets is at n + 1. `MessageChanged` is the plain
-    value; the transport that carries changes between processes may relay its own kind
-    (one decoded once per process, its message converted only when asked for).
+    missed nothing when the next change it gets is at n + 1. `MessageChanged` and
+    `DeltaChanged` are the plain values; the transport that carries changes between
+    processes may relay its own kind (decoded once per process, relayed as is).
     """
 
     @property
     def cursor(self) -> int: ...
 
     @property
-    def message(self) -> Message: ...
+    def message_id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def is_delta(self) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True)
 class MessageChanged:
-    """A `Change` as a plain value: a message as stored, at its change cursor."""
+    """A snapshot `Change`: a message as stored, at a change cursor."""
 
     cursor: int
     message: Message
+
+    @property
+    def message_id(self) -> str:
+        return self.message.id
+
+    @property
+    def version(self) -> int:
+        return self.message.version
+
+    @property
+    def is_delta(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeltaChanged:
+    """A delta `Change`: what one write changed, at the write's change cursor."""
+
+    cursor: int
+    delta: MessageDelta
+
+    @property
+    def message_id(self) -> str:
+        return self.delta.message_id
+
+    @property
+    def version(self) -> int:
+        return self.delta.version
+
+    @property
+    def is_delta(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,20 +156,49 @@ class AssistantUpsert:
     items: tuple[FlowItem, ...] = ()
     status: MessageStatus | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # `metadata` as JSON, encoded once by validation (None when there is none).
+    metadata_json: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlowChanges:
-    """What an upsert changes in the flow tables (computed by `merge_flow`)."""
+    """What an upsert changes in the flow tables (computed by `merge_flow`).
+
+    `new_items` are whole (a tools item without its calls, which are in `new_calls` with
+    their seq and batch position); `appended` are text pieces added to stored items, each
+    with the offset it starts at; `updated_calls` are stored calls after the merge, with
+    the seq of the item that holds them.
+    """
 
     new_items: tuple[FlowItem, ...] = ()
-    grown_texts: tuple[FlowItem, ...] = ()
+    appended: tuple[FlowItem, ...] = ()
     new_calls: tuple[tuple[int, int, ToolCall], ...] = ()  # (seq, position, call)
-    updated_calls: tuple[ToolCall, ...] = ()
+    updated_calls: tuple[tuple[int, ToolCall], ...] = ()  # (seq, call)
 
     @property
     def empty(self) -> bool:
-        return not (self.new_items or self.grown_texts or self.new_calls or self.updated_calls)
+        return not (self.new_items or self.appended or self.new_calls or self.updated_calls)
+
+
+StoredCalls = Mapping[str, tuple[int, int, ToolCall]]  # call_id -> (seq, position, call)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageDelta:
+    """What one write changed in a message (chat.v1.MessageDelta).
+
+    `items` are in seq order: new items whole, text appended to a stored item as a piece
+    at its offset, and for a stored tools item only the calls that changed (each whole;
+    new ones last, in batch order). `status` is None and `metadata` empty when unchanged.
+    """
+
+    message_id: str
+    execution_id: str
+    version: int
+    updated_us: int
+    items: tuple[FlowItem, ...] = ()
+    status: MessageStatus | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- merge rules ---------------------------------------------------------------------------
@@ -163,9 +237,27 @@ def merge_tool_call(old: ToolCall, new: ToolCall) -> ToolCall:
     return old if merged == old else merged
 
 
-def merge_text(old: str, new: str) -> str:
-    """A text part only grows: a shorter (older, out-of-order) copy is ignored."""
-    return new if len(new) > len(old) else old
+def text_growth(stored: str, offset: int, piece: str, *, where: str) -> str:
+    """What `piece`, starting at character `offset`, adds past the end of `stored`.
+
+    Text only grows, and never changes behind the writer: a piece that ends within the
+    stored text (and agrees with it) is a replay and adds nothing; one that starts past
+    the end, or disagrees with the characters it overlaps, is refused.
+    """
+    end = len(stored)
+    if offset > end:
+        raise FailedPrecondition(
+            f"appends at offset {offset}, past the end of the text ({end} characters)",
+            field=f"{where}.message.offset",
+        )
+    overlap = stored[offset : offset + len(piece)]
+    if piece[: len(overlap)] != overlap:
+        raise FailedPrecondition(
+            f"disagrees with the stored text at offset {offset}: text never changes "
+            "behind the writer",
+            field=f"{where}.message.text",
+        )
+    return piece[len(overlap) :]
 
 
 def merge_status(old: MessageStatus, new: MessageStatus | None) -> MessageStatus:
@@ -180,68 +272,113 @@ def merge_metadata(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
 
 def merge_flow(
     existing_items: Mapping[int, FlowItem],
-    existing_calls: Mapping[str, ToolCall],
+    existing_calls: StoredCalls,
     call_positions: Mapping[int, int],
     incoming: Sequence[FlowItem],
 ) -> FlowChanges:
-    """Decide what `incoming` changes, given what is stored.
+    """Decide what `incoming` changes, given what is stored of the items it touches.
 
-    `existing_items` maps seq to stored item (calls not needed), `existing_calls` maps
-    call_id to stored call, `call_positions` maps a tools item's seq to its number of
-    calls. Raises InvalidArgument if an item contradicts the stored kind at its seq.
+    `existing_items` maps seq to stored item (calls not needed) for at least the seqs of
+    `incoming`, `existing_calls` maps call_id to stored call for at least its calls, and
+    `call_positions` maps a tools item's seq to its number of calls. Raises InvalidArgument
+    if an item contradicts the stored kind at its seq, FailedPrecondition for a text piece
+    that does not continue the stored text (see `text_growth`).
     """
     new_items: dict[int, FlowItem] = {}
-    grown: dict[int, FlowItem] = {}
+    appended: dict[int, FlowItem] = {}
     new_calls: dict[str, tuple[int, int, ToolCall]] = {}
-    updated: dict[str, ToolCall] = {}
+    updated: dict[str, tuple[int, ToolCall]] = {}
     positions = dict(call_positions)
     for index, item in enumerate(incoming):
-        stored = existing_items.get(item.seq) or new_items.get(item.seq)
-        if stored is not None and stored.kind != item.kind:
+        where = f"items[{index}]"
+        stored = existing_items.get(item.seq)
+        known = stored or new_items.get(item.seq)
+        if known is not None and known.kind != item.kind:
             raise InvalidArgument(
-                f"seq {item.seq} is already a {stored.kind.name.lower()} item, "
+                f"seq {item.seq} is already a {known.kind.name.lower()} item, "
                 f"not a {item.kind.name.lower()} item",
-                field=f"items[{index}]",
+                field=where,
             )
-        if stored is None:
+        if item.kind is ItemKind.MESSAGE:
+            _merge_text(item, stored, new_items, appended, where)
+        elif known is None:
             new_items[item.seq] = replace(item, calls=())
-        elif item.kind is ItemKind.MESSAGE:
-            base = grown.get(item.seq, stored)
-            text = merge_text(base.text, item.text)
-            if text != base.text:
-                grown[item.seq] = replace(base, text=text)
         if item.kind is ItemKind.TOOLS:
             for call in item.calls:
                 _merge_call(item.seq, call, existing_calls, positions, new_calls, updated)
     return FlowChanges(
         new_items=tuple(new_items.values()),
-        grown_texts=tuple(grown.values()),
+        appended=tuple(appended.values()),
         new_calls=tuple(new_calls.values()),
         updated_calls=tuple(updated.values()),
     )
 
 
+def _merge_text(
+    item: FlowItem,
+    stored: FlowItem | None,
+    new_items: dict[int, FlowItem],
+    appended: dict[int, FlowItem],
+    where: str,
+) -> None:
+    if stored is None:
+        created = new_items.get(item.seq)
+        base = "" if created is None else created.text
+        growth = text_growth(base, item.text_offset, item.text, where=where)
+        if created is None:
+            new_items[item.seq] = replace(item, text=growth, text_offset=0, calls=())
+        elif growth:
+            new_items[item.seq] = replace(created, text=created.text + growth)
+        return
+    piece = appended.get(item.seq)
+    current = stored.text if piece is None else stored.text + piece.text
+    growth = text_growth(current, item.text_offset, item.text, where=where)
+    if not growth:
+        return
+    if piece is None:
+        piece = FlowItem(seq=item.seq, kind=ItemKind.MESSAGE, text_offset=len(stored.text))
+    appended[item.seq] = replace(piece, text=piece.text + growth)
+
+
 def _merge_call(
     seq: int,
     call: ToolCall,
-    existing: Mapping[str, ToolCall],
+    existing: StoredCalls,
     positions: dict[int, int],
     new_calls: dict[str, tuple[int, int, ToolCall]],
-    updated: dict[str, ToolCall],
+    updated: dict[str, tuple[int, ToolCall]],
 ) -> None:
     if call.call_id in new_calls:
         first_seq, position, first = new_calls[call.call_id]
         new_calls[call.call_id] = (first_seq, position, merge_tool_call(first, call))
         return
-    stored = updated.get(call.call_id) or existing.get(call.call_id)
-    if stored is None:
+    if call.call_id in updated:
+        stored_seq, stored = updated[call.call_id]
+    elif call.call_id in existing:
+        stored_seq, _, stored = existing[call.call_id]
+    else:
         position = positions.get(seq, 0)
         positions[seq] = position + 1
         new_calls[call.call_id] = (seq, position, call)
         return
     merged = merge_tool_call(stored, call)
     if merged is not stored:
-        updated[call.call_id] = merged
+        updated[call.call_id] = (stored_seq, merged)
+
+
+def flow_delta(changes: FlowChanges) -> tuple[FlowItem, ...]:
+    """The items of a delta, in seq order (see `MessageDelta`)."""
+    by_seq: dict[int, FlowItem] = {item.seq: item for item in changes.new_items}
+    by_seq.update((piece.seq, piece) for piece in changes.appended)
+    calls: dict[int, list[ToolCall]] = {}
+    for seq, call in changes.updated_calls:
+        calls.setdefault(seq, []).append(call)
+    for seq, _, call in sorted(changes.new_calls, key=lambda spc: (spc[0], spc[1])):
+        calls.setdefault(seq, []).append(call)
+    for seq, item_calls in calls.items():
+        base = by_seq.get(seq) or FlowItem(seq=seq, kind=ItemKind.TOOLS)
+        by_seq[seq] = replace(base, calls=tuple(item_calls))
+    return tuple(by_seq[seq] for seq in sorted(by_seq))
 
 
 def assemble_content(items: Iterable[FlowItem]) -> str:
@@ -257,12 +394,15 @@ def apply_changes(
 ) -> tuple[dict[int, FlowItem], dict[str, tuple[int, int, ToolCall]]]:
     """The flow after `changes`: items by seq, calls by id with their (seq, position)."""
     items_after = dict(items)
-    for item in (*changes.new_items, *changes.grown_texts):
+    for item in changes.new_items:
         items_after[item.seq] = item
+    for piece in changes.appended:
+        stored = items_after[piece.seq]
+        items_after[piece.seq] = replace(stored, text=stored.text + piece.text)
     calls_after = dict(calls)
     for seq, position, call in changes.new_calls:
         calls_after[call.call_id] = (seq, position, call)
-    for call in changes.updated_calls:
+    for _, call in changes.updated_calls:
         seq, position, _ = calls_after[call.call_id]
         calls_after[call.call_id] = (seq, position, call)
     return items_after, calls_after
@@ -289,12 +429,35 @@ def assemble_flow(
 class UpsertPlan:
     """What one UpsertAssistantMessage call does to a locked message (see `plan_upsert`)."""
 
+    created: bool
     changes: FlowChanges
     status: MessageStatus
+    status_changed: bool
     metadata: dict[str, Any]
-    changed: bool
-    flow: tuple[FlowItem, ...]
-    content: str
+    metadata_changes: dict[str, Any]
+
+    @property
+    def changed(self) -> bool:
+        return (
+            self.created
+            or not self.changes.empty
+            or self.status_changed
+            or bool(self.metadata_changes)
+        )
+
+    def delta(
+        self, *, message_id: str, execution_id: str, version: int, updated_us: int
+    ) -> MessageDelta:
+        """The delta watchers are sent once the plan is written at `version`."""
+        return MessageDelta(
+            message_id=message_id,
+            execution_id=execution_id,
+            version=version,
+            updated_us=updated_us,
+            items=flow_delta(self.changes),
+            status=self.status if self.status_changed else None,
+            metadata=self.metadata_changes,
+        )
 
 
 def plan_upsert(
@@ -304,30 +467,48 @@ def plan_upsert(
     status: MessageStatus,
     metadata: Mapping[str, Any],
     items: Mapping[int, FlowItem],
-    calls: Mapping[str, tuple[int, int, ToolCall]],
+    calls: StoredCalls,
     positions: Mapping[int, int],
 ) -> UpsertPlan:
     """Merge an upsert into the stored state of its message: the one place the rules apply.
 
     `items` (by seq) and `calls` (by id, with their seq and batch position) are what is
-    stored; `positions` maps a tools item's seq to how many calls it holds. Items of
-    `upsert` must already carry their stamps (see `stamp_missing`).
+    stored of what the upsert touches; `positions` maps a tools item's seq to how many
+    calls it holds. Items of `upsert` must already carry their stamps (`stamp_missing`).
+    Nothing here is proportional to the message: only to the upsert.
     """
-    changes = merge_flow(items, {k: v[2] for k, v in calls.items()}, positions, upsert.items)
+    changes = merge_flow(items, calls, positions, upsert.items)
     new_status = merge_status(status, upsert.status)
-    new_metadata = merge_metadata(metadata, upsert.metadata)
-    items_after, calls_after = apply_changes(items, calls, changes)
+    metadata_changes = {
+        k: v for k, v in upsert.metadata.items() if k not in metadata or metadata[k] != v
+    }
     return UpsertPlan(
+        created=created,
         changes=changes,
         status=new_status,
-        metadata=new_metadata,
-        changed=created
-        or not changes.empty
-        or new_status != status
-        or new_metadata != dict(metadata),
-        flow=assemble_flow(items_after, calls_after),
-        content=assemble_content(items_after.values()),
+        status_changed=new_status != status,
+        metadata=merge_metadata(metadata, metadata_changes),
+        metadata_changes=metadata_changes,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpsertResult:
+    """What the store did with an upsert: the message after it (BASIC: no flow, no content;
+    FULL when asked), what it changed (None for a replay), and whether it created it."""
+
+    message: Message
+    delta: MessageDelta | None
+    created: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.delta is not None
+
+
+def created_message(message: Message, delta: MessageDelta) -> Message:
+    """The whole message its first write created: its flow is that write's delta."""
+    return replace(message, flow=delta.items, content=assemble_content(delta.items))
 
 
 def check_owner(upsert: AssistantUpsert, stored_app_id: str) -> None:
@@ -339,18 +520,21 @@ def check_owner(upsert: AssistantUpsert, stored_app_id: str) -> None:
 
 
 def stamp_missing(
-    incoming: Sequence[FlowItem], stored: Mapping[int, FlowItem], tick: Callable[[int], int]
+    incoming: Sequence[FlowItem],
+    stored: Container[int],
+    floor_us: int,
+    tick: Callable[[int], int],
 ) -> tuple[FlowItem, ...]:
     """Stamp new items that arrive without a timestamp, after every stored stamp.
 
+    `stored` holds the seqs already stored, `floor_us` the latest stored stamp, and
     `tick(after_us)` is a hybrid clock: each stamp is later than `after_us` and than every
     stamp before it, so an execution's stamps never repeat.
     """
     if all(item.timestamp_us is not None for item in incoming):
         return tuple(incoming)
-    floor = max((i.timestamp_us or 0 for i in stored.values()), default=0)
     return tuple(
-        replace(item, timestamp_us=tick(floor))
+        replace(item, timestamp_us=tick(floor_us))
         if item.timestamp_us is None and item.seq not in stored
         else item
         for item in incoming

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+import grpc
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc, deltas
 from appforge.services.chat import convert
+from appforge.services.chat.domain import Change, Message, MessageView
 from appforge.services.chat.service import ChatService
-from appforge.services.common.server import Context
+from appforge.services.common.server import Context, MethodHandler
+
+# How many messages a FULL watch keeps whole to apply deltas to.
+WHOLE_MESSAGES_MAX = 256
 
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 
@@ -38,8 +45,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def UpsertAssistantMessage(
         self, request: chat_pb2.UpsertAssistantMessageRequest, context: Context
     ) -> chat_pb2.ChatMessage:
-        message = await self.service.upsert_assistant(convert.upsert_from_proto(request))
-        return convert.message_to_proto(message)
+        view = convert.view_from_proto(request.view)
+        upsert = convert.upsert_from_proto(request)
+        return convert.message_to_proto(await self.service.upsert_assistant(upsert, view))
 
     async def GetMessage(
         self, request: chat_pb2.GetMessageRequest, context: Context
@@ -62,8 +70,71 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             messages=[convert.message_to_proto(m) for m in page], next_page_token=token
         )
 
-    async def WatchApp(
+    async def WatchApp(  # type: ignore[override]  # serialised events: see watch_handler
         self, request: chat_pb2.WatchAppRequest, context: Context
-    ) -> AsyncIterator[chat_pb2.MessageEvent]:
-        async for change in self.service.watch_app(request.app_id, request.after_cursor):
-            yield convert.change_to_proto(change)
+    ) -> AsyncIterator[bytes]:
+        """Serialised events (see `watch_handler`): BASIC relays each published change's own
+        payload; FULL applies the deltas to the messages this stream has shown."""
+        view = convert.view_from_proto(request.view)
+        changes = self.service.watch_app(request.app_id, request.after_cursor)
+        if view is MessageView.BASIC:
+            async for change in changes:
+                yield convert.change_to_wire(change)
+            return
+        whole = WholeMessages(self.service.get_message)
+        async for change in changes:
+            yield (await whole.event(change)).SerializeToString()
+
+
+class WholeMessages:
+    """The FULL view of a watch: every event carries the whole message.
+
+    Deltas are applied (`appforge.api.chat.v1.deltas`, the rules every client uses) to the
+    messages the stream has shown, at most `size` of them; one it forgot is read again.
+    """
+
+    def __init__(
+        self, read: Callable[[str], Awaitable[Message]], size: int = WHOLE_MESSAGES_MAX
+    ) -> None:
+        self.read = read
+        self.size = size
+        self._messages: OrderedDict[str, chat_pb2.ChatMessage] = OrderedDict()
+
+    async def event(self, change: Change) -> chat_pb2.MessageEvent:
+        event = convert.change_to_proto(change)
+        if event.WhichOneof("change") == "message":
+            message = chat_pb2.ChatMessage()
+            message.CopyFrom(event.message)  # a published event is shared: never mutate it
+        else:
+            message = await self._apply(event)
+        self._keep(message)
+        return chat_pb2.MessageEvent(cursor=event.cursor, message=message)
+
+    async def _apply(self, event: chat_pb2.MessageEvent) -> chat_pb2.ChatMessage:
+        message = self._messages.get(event.delta.message_id)
+        if message is not None and message.version == event.delta.version - 1:
+            deltas.apply_delta(message, event.delta)
+            message.cursor = event.cursor
+            return message
+        return convert.message_to_proto(await self.read(event.delta.message_id))
+
+    def _keep(self, message: chat_pb2.ChatMessage) -> None:
+        self._messages[message.id] = message
+        self._messages.move_to_end(message.id)
+        if len(self._messages) > self.size:
+            self._messages.popitem(last=False)
+
+
+def watch_handler(handler: MethodHandler) -> MethodHandler:
+    """WatchApp's handler with a serializer that passes serialised events through, so an
+    event is serialised once per process, not once per watcher."""
+    assert handler.unary_stream is not None, "WatchApp is a server stream"
+    return grpc.unary_stream_rpc_method_handler(
+        handler.unary_stream,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=_event_bytes,
+    )
+
+
+def _event_bytes(event: bytes | chat_pb2.MessageEvent) -> bytes:
+    return event if isinstance(event, bytes) else event.SerializeToString()

@@ -14,3 +14,7 @@ ASSISTANT_MESSAGES_CREATED: Final = Counter(
     "appforge_chat_assistant_messages_created",
     "Assistant messages created (one per execution: the first upsert creates it).",
 )
+WATCH_RESYNCS: Final = Counter(
+    "appforge_chat_watch_resyncs",
+    "WatchApp streams that fell behind (their buffer overflowed) and caught up in snapshots.",
+)

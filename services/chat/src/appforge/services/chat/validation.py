@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-from typing import Any
+from dataclasses import replace
 
 from appforge.services.chat.domain import AssistantUpsert, FlowItem, ItemKind
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
@@ -13,7 +12,6 @@ from appforge.services.common.validation import check_size, optional_id, require
 
 __all__ = [
     "check_size",
-    "json_safe",
     "optional_id",
     "require_id",
     "require_name",
@@ -42,13 +40,17 @@ def validate_upsert(upsert: AssistantUpsert, limits: Limits) -> AssistantUpsert:
     seen_calls: dict[str, int] = {}
     for index, item in enumerate(upsert.items):
         _validate_item(index, item, seen_calls, limits)
-    if upsert.metadata:
-        try:
-            encoded = json.dumps(upsert.metadata, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"is not JSON: {exc}", field="metadata") from None
-        check_size(encoded, "metadata", limits.max_metadata_bytes)
-    return upsert
+    if not upsert.metadata:
+        return upsert
+    # Encoded once, here: the size check and the store both use this text.
+    try:
+        encoded = json.dumps(upsert.metadata, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN and infinities are not JSON
+        raise InvalidArgument("numbers must be finite", field="metadata") from None
+    except TypeError as exc:
+        raise InvalidArgument(f"is not JSON: {exc}", field="metadata") from None
+    check_size(encoded, "metadata", limits.max_metadata_bytes)
+    return replace(upsert, metadata_json=encoded)
 
 
 def _validate_item(index: int, item: FlowItem, seen_calls: dict[str, int], limits: Limits) -> None:
@@ -59,6 +61,12 @@ def _validate_item(index: int, item: FlowItem, seen_calls: dict[str, int], limit
         raise InvalidArgument("timestamp must be after the epoch", field=f"{where}.timestamp")
     if item.kind is ItemKind.MESSAGE:
         check_size(item.text, f"{where}.message.text", limits.max_text_bytes)
+        if item.text_end > limits.max_text_bytes:
+            raise LimitExceeded(
+                f"would make the text {item.text_end} characters long; the limit is "
+                f"{limits.max_text_bytes}",
+                field=f"{where}.message.offset",
+            )
         return
     if len(item.calls) > limits.max_calls_per_batch:
         raise LimitExceeded(
@@ -81,14 +89,3 @@ def _validate_item(index: int, item: FlowItem, seen_calls: dict[str, int], limit
         check_size(call.arguments_json, f"{at}.arguments_json", limits.max_json_bytes)
         check_size(call.result_json, f"{at}.result_json", limits.max_json_bytes)
         check_size(call.error, f"{at}.error", limits.max_json_bytes)
-
-
-def json_safe(value: Any) -> Any:
-    """Metadata as it will be stored: NaN and infinities are not JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidArgument("numbers must be finite", field="metadata")
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value

@@ -30,7 +30,13 @@ class Subscription:
 
     def __init__(self, channel: str, size: int = QUEUE_SIZE) -> None:
         self.channel = channel
+        self.size = size
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=size)
+
+    @property
+    def backlog(self) -> int:
+        """Payloads waiting (never more than `size`)."""
+        return self._queue.qsize()
 
     def deliver(self, payload: bytes | None) -> None:
         """Queue a payload; on overflow, replace the backlog by one resync marker."""
@@ -57,7 +63,11 @@ class Bus(Protocol):
 
     async def publish(self, channel: str, payload: bytes) -> None: ...
 
-    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+    def subscribe(
+        self, channel: str, *, size: int = QUEUE_SIZE
+    ) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """A subscription buffering at most `size` payloads (then one resync marker)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -107,8 +117,10 @@ class InProcessBus:
         self._fanout.deliver(channel, payload)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        sub = Subscription(channel)
+    async def subscribe(
+        self, channel: str, *, size: int = QUEUE_SIZE
+    ) -> AsyncIterator[Subscription]:
+        sub = Subscription(channel, size)
         self._fanout.add(sub)
         try:
             yield sub
@@ -185,8 +197,10 @@ class RedisBus:
                 await asyncio.wait_for(self._outbox.join(), timeout)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        sub = Subscription(channel)
+    async def subscribe(
+        self, channel: str, *, size: int = QUEUE_SIZE
+    ) -> AsyncIterator[Subscription]:
+        sub = Subscription(channel, size)
         try:
             async with self._lock:
                 if self._fanout.add(sub):
@@ -271,6 +285,9 @@ class RedisBus:
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
+        # Every connection the pool ever handed out, the subscriber's included, closed and
+        # waited for: none is left for the garbage collector to find open.
+        await self._redis.connection_pool.disconnect(inuse_connections=True)
 
 
 def create_bus(redis_url: str) -> Bus:

@@ -43,10 +43,20 @@ class ToolCall:
 
 @dataclass(frozen=True, kw_only=True)
 class FlowItem:
-    """One entry of an execution's flow: text, or a batch of tool calls."""
+    """One entry of an execution's flow: text, or a batch of tool calls.
+
+    `text` starts at character `text_offset` of the item's text: 0 for a whole text, the
+    length of what is already there for an append (flow.v1's TextPart.offset).
+    """
 
     seq: int
     kind: ItemKind
     timestamp_us: int | None = None
     text: str = ""
     calls: tuple[ToolCall, ...] = ()
+    text_offset: int = 0
+
+    @property
+    def text_end(self) -> int:
+        """Where the text this item carries ends, in characters."""
+        return self.text_offset + len(self.text)

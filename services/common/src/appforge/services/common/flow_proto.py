@@ -30,6 +30,7 @@ def item_to_proto(item: FlowItem, execution_id: str) -> flow_pb2.FlowItem:
         out.timestamp.CopyFrom(timestamp(item.timestamp_us))
     if item.kind is ItemKind.MESSAGE:
         out.message.text = item.text
+        out.message.offset = item.text_offset
     else:
         out.tools.calls.extend(call_to_proto(c) for c in item.calls)
     return out

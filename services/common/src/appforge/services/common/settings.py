@@ -54,6 +54,8 @@ class Settings:
     log_format: str = "logfmt"
     shutdown_grace: float = 5.0
     watch_poll_interval: float = 5.0
+    # Changes a WatchApp stream may fall behind by before it catches up in snapshots.
+    watch_buffer: int = 1024
     db_pool_size: int = 20
     metrics_port: int | None = None  # None: the service's default; 0: no metrics server
     limits: Limits = dataclasses.field(default_factory=Limits)
@@ -75,6 +77,7 @@ class Settings:
             log_format=env.get("APPFORGE_LOG_FORMAT") or "logfmt",
             shutdown_grace=read_seconds(env, "APPFORGE_SHUTDOWN_GRACE", 5.0),
             watch_poll_interval=read_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
+            watch_buffer=read_count(env, "APPFORGE_WATCH_BUFFER", 1024),
             db_pool_size=read_count(env, "APPFORGE_DB_POOL_SIZE", 20),
             metrics_port=read_port(env, "APPFORGE_METRICS_PORT"),
         )

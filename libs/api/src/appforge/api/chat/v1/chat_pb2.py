@@ -27,17 +27,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ppforge/api/chat/v1/chat.proto\x12\x10\x61ppforge.chat.v1\x1a\x1f\x61ppforge/api/flow/v1/flow.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x10\x43reateAppRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0freturn_existing\x18\x03 \x01(\x08\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"M\n\x16PostUserMessageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xcc\x01\n\x1dUpsertAssistantMessageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x1a.appforge.flow.v1.FlowItem\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.appforge.chat.v1.MessageStatus\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x91\x03\n\x0b\x43hatMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.appforge.chat.v1.Role\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12/\n\x06status\x18\x06 \x01(\x0e\x32\x1f.appforge.chat.v1.MessageStatus\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x04\x66low\x18\x08 \x03(\x0b\x32\x1a.appforge.flow.v1.FlowItem\x12\x0f\n\x07version\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x0e\n\x06\x63ursor\x18\r \x01(\x03\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"4\n\x1cGetMessageByExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"L\n\x13ListMessagesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x14ListMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.appforge.chat.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x0fWatchAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x03\"N\n\x0cMessageEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12.\n\x07message\x18\x02 \x01(\x0b\x32\x1d.appforge.chat.v1.ChatMessage*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\x0f\n\x0bROLE_SYSTEM\x10\x03*\xa3\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16MESSAGE_STATUS_PENDING\x10\x01\x12\x1d\n\x19MESSAGE_STATUS_PROCESSING\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_COMPLETED\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x32\xc7\x05\n\x0b\x43hatService\x12\x46\n\tCreateApp\x12\".appforge.chat.v1.CreateAppRequest\x1a\x15.appforge.chat.v1.App\x12@\n\x06GetApp\x12\x1f.appforge.chat.v1.GetAppRequest\x1a\x15.appforge.chat.v1.App\x12Z\n\x0fPostUserMessage\x12(.appforge.chat.v1.PostUserMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12h\n\x16UpsertAssistantMessage\x12/.appforge.chat.v1.UpsertAssistantMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12P\n\nGetMessage\x12#.appforge.chat.v1.GetMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12\x66\n\x15GetMessageByExecution\x12..appforge.chat.v1.GetMessageByExecutionRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12]\n\x0cListMessages\x12%.appforge.chat.v1.ListMessagesRequest\x1a&.appforge.chat.v1.ListMessagesResponse\x12O\n\x08WatchApp\x12!.appforge.chat.v1.WatchAppRequest\x1a\x1e.appforge.chat.v1.MessageEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ppforge/api/chat/v1/chat.proto\x12\x10\x61ppforge.chat.v1\x1a\x1f\x61ppforge/api/flow/v1/flow.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x10\x43reateAppRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0freturn_existing\x18\x03 \x01(\x08\"\x1f\n\rGetAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"M\n\x16PostUserMessageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xf9\x01\n\x1dUpsertAssistantMessageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12)\n\x05items\x18\x03 \x03(\x0b\x32\x1a.appforge.flow.v1.FlowItem\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.appforge.chat.v1.MessageStatus\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x04view\x18\x06 \x01(\x0e\x32\x1d.appforge.chat.v1.MessageView\"\x91\x03\n\x0b\x43hatMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.appforge.chat.v1.Role\x12\x14\n\x0c\x65xecution_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12/\n\x06status\x18\x06 \x01(\x0e\x32\x1f.appforge.chat.v1.MessageStatus\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x04\x66low\x18\x08 \x03(\x0b\x32\x1a.appforge.flow.v1.FlowItem\x12\x0f\n\x07version\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x0e\n\x06\x63ursor\x18\r \x01(\x03\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"4\n\x1cGetMessageByExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"L\n\x13ListMessagesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x14ListMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.appforge.chat.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x0fWatchAppRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x03\x12+\n\x04view\x18\x03 \x01(\x0e\x32\x1d.appforge.chat.v1.MessageView\"\x8b\x01\n\x0cMessageEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x03\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.appforge.chat.v1.ChatMessageH\x00\x12/\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x1e.appforge.chat.v1.MessageDeltaH\x00\x42\x08\n\x06\x63hange\"\x80\x02\n\x0cMessageDelta\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12)\n\x05items\x18\x04 \x03(\x0b\x32\x1a.appforge.flow.v1.FlowItem\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.appforge.chat.v1.MessageStatus\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Z\n\x0bMessageView\x12\x1c\n\x18MESSAGE_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12MESSAGE_VIEW_BASIC\x10\x01\x12\x15\n\x11MESSAGE_VIEW_FULL\x10\x02*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\x0f\n\x0bROLE_SYSTEM\x10\x03*\xa3\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16MESSAGE_STATUS_PENDING\x10\x01\x12\x1d\n\x19MESSAGE_STATUS_PROCESSING\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_COMPLETED\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x32\xc7\x05\n\x0b\x43hatService\x12\x46\n\tCreateApp\x12\".appforge.chat.v1.CreateAppRequest\x1a\x15.appforge.chat.v1.App\x12@\n\x06GetApp\x12\x1f.appforge.chat.v1.GetAppRequest\x1a\x15.appforge.chat.v1.App\x12Z\n\x0fPostUserMessage\x12(.appforge.chat.v1.PostUserMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12h\n\x16UpsertAssistantMessage\x12/.appforge.chat.v1.UpsertAssistantMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12P\n\nGetMessage\x12#.appforge.chat.v1.GetMessageRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12\x66\n\x15GetMessageByExecution\x12..appforge.chat.v1.GetMessageByExecutionRequest\x1a\x1d.appforge.chat.v1.ChatMessage\x12]\n\x0cListMessages\x12%.appforge.chat.v1.ListMessagesRequest\x1a&.appforge.chat.v1.ListMessagesResponse\x12O\n\x08WatchApp\x12!.appforge.chat.v1.WatchAppRequest\x1a\x1e.appforge.chat.v1.MessageEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'appforge.api.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1454
-  _globals['_ROLE']._serialized_end=1534
-  _globals['_MESSAGESTATUS']._serialized_start=1537
-  _globals['_MESSAGESTATUS']._serialized_end=1700
+  _globals['_MESSAGEVIEW']._serialized_start=1865
+  _globals['_MESSAGEVIEW']._serialized_end=1955
+  _globals['_ROLE']._serialized_start=1957
+  _globals['_ROLE']._serialized_end=2037
+  _globals['_MESSAGESTATUS']._serialized_start=2040
+  _globals['_MESSAGESTATUS']._serialized_end=2203
   _globals['_APP']._serialized_start=149
   _globals['_APP']._serialized_end=245
   _globals['_CREATEAPPREQUEST']._serialized_start=247
@@ -47,21 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTUSERMESSAGEREQUEST']._serialized_start=356
   _globals['_POSTUSERMESSAGEREQUEST']._serialized_end=433
   _globals['_UPSERTASSISTANTMESSAGEREQUEST']._serialized_start=436
-  _globals['_UPSERTASSISTANTMESSAGEREQUEST']._serialized_end=640
-  _globals['_CHATMESSAGE']._serialized_start=643
-  _globals['_CHATMESSAGE']._serialized_end=1044
-  _globals['_GETMESSAGEREQUEST']._serialized_start=1046
-  _globals['_GETMESSAGEREQUEST']._serialized_end=1085
-  _globals['_GETMESSAGEBYEXECUTIONREQUEST']._serialized_start=1087
-  _globals['_GETMESSAGEBYEXECUTIONREQUEST']._serialized_end=1139
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1141
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1217
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1219
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1315
-  _globals['_WATCHAPPREQUEST']._serialized_start=1317
-  _globals['_WATCHAPPREQUEST']._serialized_end=1372
-  _globals['_MESSAGEEVENT']._serialized_start=1374
-  _globals['_MESSAGEEVENT']._serialized_end=1452
-  _globals['_CHATSERVICE']._serialized_start=1703
-  _globals['_CHATSERVICE']._serialized_end=2414
+  _globals['_UPSERTASSISTANTMESSAGEREQUEST']._serialized_end=685
+  _globals['_CHATMESSAGE']._serialized_start=688
+  _globals['_CHATMESSAGE']._serialized_end=1089
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1091
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1130
+  _globals['_GETMESSAGEBYEXECUTIONREQUEST']._serialized_start=1132
+  _globals['_GETMESSAGEBYEXECUTIONREQUEST']._serialized_end=1184
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1186
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1262
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1264
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1360
+  _globals['_WATCHAPPREQUEST']._serialized_start=1362
+  _globals['_WATCHAPPREQUEST']._serialized_end=1462
+  _globals['_MESSAGEEVENT']._serialized_start=1465
+  _globals['_MESSAGEEVENT']._serialized_end=1604
+  _globals['_MESSAGEDELTA']._serialized_start=1607
+  _globals['_MESSAGEDELTA']._serialized_end=1863
+  _globals['_CHATSERVICE']._serialized_start=2206
+  _globals['_CHATSERVICE']._serialized_end=2917
 # @@protoc_insertion_point(module_scope)

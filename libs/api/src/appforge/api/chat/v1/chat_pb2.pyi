@@ -22,6 +22,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _MessageView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_VIEW_UNSPECIFIED: _MessageView.ValueType  # 0
+    """The same as BASIC."""
+    MESSAGE_VIEW_BASIC: _MessageView.ValueType  # 1
+    """Replies: the message without flow and content. Watch events: deltas after a snapshot."""
+    MESSAGE_VIEW_FULL: _MessageView.ValueType  # 2
+    """Whole messages, flow and content included."""
+
+class MessageView(_MessageView, metaclass=_MessageViewEnumTypeWrapper):
+    """How much of a message a reply or an event carries (AIP-157)."""
+
+MESSAGE_VIEW_UNSPECIFIED: MessageView.ValueType  # 0
+"""The same as BASIC."""
+MESSAGE_VIEW_BASIC: MessageView.ValueType  # 1
+"""Replies: the message without flow and content. Watch events: deltas after a snapshot."""
+MESSAGE_VIEW_FULL: MessageView.ValueType  # 2
+"""Whole messages, flow and content included."""
+Global___MessageView: _TypeAlias = MessageView  # noqa: Y015
+
 class _Role:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -172,10 +196,15 @@ class UpsertAssistantMessageRequest(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     execution_id: _builtins.str
     status: Global___MessageStatus.ValueType
     """UNSPECIFIED leaves the status as it is."""
+    view: Global___MessageView.ValueType
+    """What the reply carries: BASIC (the default) costs what the write changed, FULL is the
+    whole message.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_flow_pb2.FlowItem]:
         """Items keyed by seq; tool calls inside them keyed by call_id."""
@@ -192,10 +221,11 @@ class UpsertAssistantMessageRequest(_message.Message):
         items: _abc.Iterable[_flow_pb2.FlowItem] | None = ...,
         status: Global___MessageStatus.ValueType = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        view: Global___MessageView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "execution_id", b"execution_id", "items", b"items", "metadata", b"metadata", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "execution_id", b"execution_id", "items", b"items", "metadata", b"metadata", "status", b"status", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,18 +391,24 @@ class WatchAppRequest(_message.Message):
 
     APP_ID_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     after_cursor: _builtins.int
     """0 replays every message of the app."""
+    view: Global___MessageView.ValueType
+    """BASIC (the default): a snapshot the first time the stream shows a message, deltas
+    after it. FULL: the whole message in every event.
+    """
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         after_cursor: _builtins.int = ...,
+        view: Global___MessageView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "app_id", b"app_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "app_id", b"app_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,20 +420,88 @@ class MessageEvent(_message.Message):
 
     CURSOR_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
-    """Per app, strictly increasing, with no gaps between committed changes."""
+    """Per app, strictly increasing. Resuming with after_cursor = the last cursor seen
+    misses nothing (a message may then arrive again as a snapshot).
+    """
     @_builtins.property
-    def message(self) -> Global___ChatMessage: ...
+    def message(self) -> Global___ChatMessage:
+        """The whole message (FULL view; with BASIC, the first time the stream shows it)."""
+
+    @_builtins.property
+    def delta(self) -> Global___MessageDelta:
+        """What one write changed in a message the stream has already shown."""
+
     def __init__(
         self,
         *,
         cursor: _builtins.int = ...,
         message: Global___ChatMessage | None = ...,
+        delta: Global___MessageDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "delta", b"delta", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "cursor", b"cursor", "delta", b"delta", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["message", "delta"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___MessageEvent: _TypeAlias = MessageEvent  # noqa: Y015
+
+@_typing.final
+class MessageDelta(_message.Message):
+    """What one write changed in a message. Apply it to the message at `version - 1`; a delta
+    whose version is not above the message's is already applied and is dropped.
+    Applying: each item whose seq is new is inserted whole (in seq order). For an item
+    already there, a text item's `message.text` is appended at `message.offset` (which
+    equals the length of the text before it) and a tools item lists only the calls that
+    changed, each whole: a call_id already in the item replaces that call, a new one goes
+    at the end of the item. `metadata` holds the keys whose values changed. `content` is
+    the text items in seq order, the empty ones left out, joined by a blank line.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    execution_id: _builtins.str
+    version: _builtins.int
+    """The message's version after this write."""
+    status: Global___MessageStatus.ValueType
+    """UNSPECIFIED when the status did not change."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_flow_pb2.FlowItem]:
+        """New items, appended text and changed calls, in seq order."""
+
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """The keys whose values changed (absent when none did)."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        items: _abc.Iterable[_flow_pb2.FlowItem] | None = ...,
+        status: Global___MessageStatus.ValueType = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "items", b"items", "message_id", b"message_id", "metadata", b"metadata", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___MessageEvent: _TypeAlias = MessageEvent  # noqa: Y015
+Global___MessageDelta: _TypeAlias = MessageDelta  # noqa: Y015

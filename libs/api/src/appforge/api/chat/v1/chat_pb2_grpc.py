@@ -102,6 +102,7 @@ class ChatServiceServicer:
     def UpsertAssistantMessage(self, request, context):
         """Creates the execution's assistant message on the first call and updates that same
         message on every later one. Replays change nothing and return the same version.
+        The reply is the BASIC view unless the request asks for FULL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,8 +128,9 @@ class ChatServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchApp(self, request, context):
-        """Replays every message changed after `after_cursor` (its latest state), then
-        streams live changes. Reconnect with the last cursor seen to miss nothing.
+        """Replays every message changed after `after_cursor` (a snapshot of its latest state),
+        then streams live changes: deltas (BASIC, the default) or whole messages (FULL).
+        Reconnect with the last cursor seen to miss nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,14 +39,16 @@ class ChatServiceStub:
     UpsertAssistantMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.UpsertAssistantMessageRequest, _chat_pb2.ChatMessage]
     """Creates the execution's assistant message on the first call and updates that same
     message on every later one. Replays change nothing and return the same version.
+    The reply is the BASIC view unless the request asks for FULL.
     """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMessageRequest, _chat_pb2.ChatMessage]
     GetMessageByExecution: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetMessageByExecutionRequest, _chat_pb2.ChatMessage]
     ListMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]
     """Messages of an app, oldest first, in pages."""
     WatchApp: _grpc.UnaryStreamMultiCallable[_chat_pb2.WatchAppRequest, _chat_pb2.MessageEvent]
-    """Replays every message changed after `after_cursor` (its latest state), then
-    streams live changes. Reconnect with the last cursor seen to miss nothing.
+    """Replays every message changed after `after_cursor` (a snapshot of its latest state),
+    then streams live changes: deltas (BASIC, the default) or whole messages (FULL).
+    Reconnect with the last cursor seen to miss nothing.
     """
 
 @_typing.type_check_only
@@ -60,14 +62,16 @@ class ChatServiceAsyncStub(ChatServiceStub):
     UpsertAssistantMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.UpsertAssistantMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     """Creates the execution's assistant message on the first call and updates that same
     message on every later one. Replays change nothing and return the same version.
+    The reply is the BASIC view unless the request asks for FULL.
     """
     GetMessage: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMessageRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     GetMessageByExecution: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetMessageByExecutionRequest, _chat_pb2.ChatMessage]  # type: ignore[assignment]
     ListMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Messages of an app, oldest first, in pages."""
     WatchApp: _aio.UnaryStreamMultiCallable[_chat_pb2.WatchAppRequest, _chat_pb2.MessageEvent]  # type: ignore[assignment]
-    """Replays every message changed after `after_cursor` (its latest state), then
-    streams live changes. Reconnect with the last cursor seen to miss nothing.
+    """Replays every message changed after `after_cursor` (a snapshot of its latest state),
+    then streams live changes: deltas (BASIC, the default) or whole messages (FULL).
+    Reconnect with the last cursor seen to miss nothing.
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -102,6 +106,7 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_chat_pb2.ChatMessage, _abc.Awaitable[_chat_pb2.ChatMessage]]:
         """Creates the execution's assistant message on the first call and updates that same
         message on every later one. Replays change nothing and return the same version.
+        The reply is the BASIC view unless the request asks for FULL.
         """
 
     @_abc_1.abstractmethod
@@ -132,8 +137,9 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.WatchAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_chat_pb2.MessageEvent], _abc.AsyncIterator[_chat_pb2.MessageEvent]]:
-        """Replays every message changed after `after_cursor` (its latest state), then
-        streams live changes. Reconnect with the last cursor seen to miss nothing.
+        """Replays every message changed after `after_cursor` (a snapshot of its latest state),
+        then streams live changes: deltas (BASIC, the default) or whole messages (FULL).
+        Reconnect with the last cursor seen to miss nothing.
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

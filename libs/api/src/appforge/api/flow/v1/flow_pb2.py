@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ppforge/api/flow/v1/flow.proto\x12\x10\x61ppforge.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x08\x46lowItem\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07message\x18\x04 \x01(\x0b\x32\x1a.appforge.flow.v1.TextPartH\x00\x12,\n\x05tools\x18\x05 \x01(\x0b\x32\x1b.appforge.flow.v1.ToolBatchH\x00\x42\x06\n\x04\x62ody\"\x18\n\x08TextPart\x12\x0c\n\x04text\x18\x01 \x01(\t\"6\n\tToolBatch\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.appforge.flow.v1.ToolCall\"\xc1\x01\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.appforge.flow.v1.ToolStatus\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t*\xc6\x01\n\nToolStatus\x12\x1b\n\x17TOOL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_STATUS_PENDING\x10\x01\x12\x19\n\x15TOOL_STATUS_STREAMING\x10\x02\x12\x19\n\x15TOOL_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12TOOL_STATUS_FAILED\x10\x04\x12\x19\n\x15TOOL_STATUS_TIMED_OUT\x10\x05\x12\x19\n\x15TOOL_STATUS_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ppforge/api/flow/v1/flow.proto\x12\x10\x61ppforge.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x08\x46lowItem\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07message\x18\x04 \x01(\x0b\x32\x1a.appforge.flow.v1.TextPartH\x00\x12,\n\x05tools\x18\x05 \x01(\x0b\x32\x1b.appforge.flow.v1.ToolBatchH\x00\x42\x06\n\x04\x62ody\"(\n\x08TextPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"6\n\tToolBatch\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.appforge.flow.v1.ToolCall\"\xc1\x01\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.appforge.flow.v1.ToolStatus\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x04\x46ile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t*\xc6\x01\n\nToolStatus\x12\x1b\n\x17TOOL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_STATUS_PENDING\x10\x01\x12\x19\n\x15TOOL_STATUS_STREAMING\x10\x02\x12\x19\n\x15TOOL_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12TOOL_STATUS_FAILED\x10\x04\x12\x19\n\x15TOOL_STATUS_TIMED_OUT\x10\x05\x12\x19\n\x15TOOL_STATUS_CANCELLED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'appforge.api.flow.v1.flow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLSTATUS']._serialized_start=622
-  _globals['_TOOLSTATUS']._serialized_end=820
+  _globals['_TOOLSTATUS']._serialized_start=638
+  _globals['_TOOLSTATUS']._serialized_end=836
   _globals['_FLOWITEM']._serialized_start=87
   _globals['_FLOWITEM']._serialized_end=280
   _globals['_TEXTPART']._serialized_start=282
-  _globals['_TEXTPART']._serialized_end=306
-  _globals['_TOOLBATCH']._serialized_start=308
-  _globals['_TOOLBATCH']._serialized_end=362
-  _globals['_TOOLCALL']._serialized_start=365
-  _globals['_TOOLCALL']._serialized_end=558
-  _globals['_FILE']._serialized_start=560
-  _globals['_FILE']._serialized_end=619
+  _globals['_TEXTPART']._serialized_end=322
+  _globals['_TOOLBATCH']._serialized_start=324
+  _globals['_TOOLBATCH']._serialized_end=378
+  _globals['_TOOLCALL']._serialized_start=381
+  _globals['_TOOLCALL']._serialized_end=574
+  _globals['_FILE']._serialized_start=576
+  _globals['_FILE']._serialized_end=635
 # @@protoc_insertion_point(module_scope)

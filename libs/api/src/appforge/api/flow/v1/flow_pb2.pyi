@@ -71,7 +71,7 @@ class FlowItem(_message.Message):
 
     @_builtins.property
     def message(self) -> Global___TextPart:
-        """Assistant text. A later, longer copy of the same seq replaces a shorter one."""
+        """Assistant text. Text only grows: see TextPart.offset."""
 
     @_builtins.property
     def tools(self) -> Global___ToolBatch:
@@ -98,18 +98,30 @@ Global___FlowItem: _TypeAlias = FlowItem  # noqa: Y015
 
 @_typing.final
 class TextPart(_message.Message):
+    """Text, or a piece of it. `text` starts at character `offset` (Unicode code points) of the
+    item's text, so a writer streams a reply by sending each new piece at the offset where
+    it starts: offset 0 with the whole text is the plain case. Against what is stored, a piece
+    that ends within the stored text is a replay and changes nothing; one that starts past
+    the end is refused (FAILED_PRECONDITION); one that disagrees with the stored characters
+    it overlaps is refused too: text never shrinks or changes behind the writer.
+    In a MessageDelta, the piece is what was appended, at the offset where it was appended.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    offset: _builtins.int
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

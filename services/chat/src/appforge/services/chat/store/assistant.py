@@ -3,6 +3,8 @@
 A unique key on `execution_id` with `INSERT … ON CONFLICT DO NOTHING` creates an
 execution's message exactly once, and the message row lock (`SELECT … FOR UPDATE`)
 serialises every later write to it; `domain.plan_upsert` decides what a write changes.
+A write reads and writes only the rows it touches, so its cost does not grow with the
+message; what it changed comes back as the delta watchers are sent.
 PostgreSQL runs the same rules in one statement instead (see `pg_writer.py`);
 tests/integration/test_store_agrees_with_domain.py keeps both in agreement with the domain.
 """
@@ -18,13 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from appforge.services.chat.domain import (
     AssistantUpsert,
     FlowChanges,
-    Message,
+    ItemKind,
     MessageStatus,
+    MessageView,
+    UpsertResult,
     check_owner,
     plan_upsert,
     stamp_missing,
 )
 from appforge.services.chat.store.apps import bump_cursor, require_app
+from appforge.services.chat.store.reads import load_flows
 from appforge.services.chat.store.rows import (
     StoredFlow,
     applied,
@@ -33,6 +38,7 @@ from appforge.services.chat.store.rows import (
     item_values,
     message_from_row,
     new_id,
+    with_flow,
 )
 from appforge.services.chat.store.tables import flow_items, messages, tool_calls
 from appforge.services.common.clock import HybridClock
@@ -49,13 +55,15 @@ class SqlAssistantWriter:
     async def close(self) -> None:
         """Nothing of its own to release: it borrows the engine's connections."""
 
-    async def upsert(self, upsert: AssistantUpsert) -> tuple[Message, bool]:
-        """The message after the call, and whether anything changed."""
+    async def upsert(self, upsert: AssistantUpsert, view: MessageView) -> UpsertResult:
+        """Apply the upsert; reads and writes only the rows it touches (FULL reads the
+        whole message at the end, in the same transaction)."""
         async with translate_errors("upserting a message"), self.engine.begin() as conn:
             row, created = await self._lock_message(conn, upsert)
-            stored = await _load_flow(conn, upsert.execution_id)
+            stored = await _load_touched(conn, upsert)
+            floor = await _stamp_floor(conn, upsert, stored)
             upsert = replace(
-                upsert, items=stamp_missing(upsert.items, stored.items, self.clock.tick)
+                upsert, items=stamp_missing(upsert.items, stored.items, floor, self.clock.tick)
             )
             plan = plan_upsert(
                 upsert,
@@ -66,26 +74,31 @@ class SqlAssistantWriter:
                 calls=stored.calls,
                 positions=stored.positions,
             )
+            before = message_from_row(row._mapping)
             if not plan.changed:
-                return message_from_row(row._mapping, plan.flow), False
-            now = self.clock.tick()
-            await _write_flow(conn, upsert.execution_id, row.id, plan.changes, now)
-            cursor = await bump_cursor(conn, upsert.app_id)
-            version = 1 if created else row.version + 1
-            await conn.execute(
-                messages.update()
-                .where(messages.c.id == row.id)
-                .values(
-                    content=plan.content,
-                    status=int(plan.status),
-                    metadata=plan.metadata,
+                message, delta = replace(before, content=""), None
+            else:
+                now = self.clock.tick()
+                await _write_flow(conn, upsert.execution_id, row.id, plan.changes, now)
+                cursor = await bump_cursor(conn, upsert.app_id)
+                version = 1 if created else row.version + 1
+                values: dict[str, Any] = {"version": version, "cursor": cursor, "updated_us": now}
+                if plan.status_changed:
+                    values["status"] = int(plan.status)
+                if plan.metadata_changes:
+                    values["metadata"] = plan.metadata
+                await conn.execute(messages.update().where(messages.c.id == row.id).values(values))
+                message = applied(before, plan, version=version, cursor=cursor, now=now)
+                delta = plan.delta(
+                    message_id=row.id,
+                    execution_id=upsert.execution_id,
                     version=version,
-                    cursor=cursor,
                     updated_us=now,
                 )
-            )
-        before = message_from_row(row._mapping)
-        return applied(before, plan, version=version, cursor=cursor, now=now), True
+            if view is MessageView.FULL:
+                flows = await load_flows(conn, [upsert.execution_id])
+                message = with_flow(message, flows[upsert.execution_id])
+        return UpsertResult(message=message, delta=delta, created=created)
 
     async def _lock_message(
         self, conn: AsyncConnection, upsert: AssistantUpsert
@@ -118,17 +131,45 @@ class SqlAssistantWriter:
         return row, created
 
 
-async def _load_flow(conn: AsyncConnection, execution_id: str) -> StoredFlow:
+async def _load_touched(conn: AsyncConnection, upsert: AssistantUpsert) -> StoredFlow:
+    """What is stored of the items and calls the upsert carries, and the batch sizes of
+    its tools items: rows by key, never the whole flow."""
     flow = StoredFlow()
+    seqs = {item.seq for item in upsert.items}
+    if not seqs:
+        return flow
+    execution = flow_items.c.execution_id == upsert.execution_id
     for row in await conn.execute(
-        sa.select(flow_items).where(flow_items.c.execution_id == execution_id)
+        sa.select(flow_items).where(execution, flow_items.c.seq.in_(seqs))
     ):
         flow.add_item(row._mapping)
+    call_ids = {call.call_id for item in upsert.items for call in item.calls}
+    if not call_ids:
+        return flow
+    in_execution = tool_calls.c.execution_id == upsert.execution_id
     for row in await conn.execute(
-        sa.select(tool_calls).where(tool_calls.c.execution_id == execution_id)
+        sa.select(tool_calls).where(in_execution, tool_calls.c.call_id.in_(call_ids))
     ):
         flow.add_call(row._mapping)
+    tools_seqs = {item.seq for item in upsert.items if item.kind is ItemKind.TOOLS}
+    sizes = (
+        sa.select(tool_calls.c.seq, sa.func.max(tool_calls.c.position))
+        .where(in_execution, tool_calls.c.seq.in_(tools_seqs))
+        .group_by(tool_calls.c.seq)
+    )
+    for seq, last in await conn.execute(sizes):
+        flow.positions[seq] = max(flow.positions.get(seq, 0), last + 1)
     return flow
+
+
+async def _stamp_floor(conn: AsyncConnection, upsert: AssistantUpsert, stored: StoredFlow) -> int:
+    """The execution's latest stamp, read (through its index) only when a new item needs one."""
+    if all(i.timestamp_us is not None or i.seq in stored.items for i in upsert.items):
+        return 0
+    stmt = sa.select(sa.func.max(flow_items.c.timestamp_us)).where(
+        flow_items.c.execution_id == upsert.execution_id
+    )
+    return int((await conn.execute(stmt)).scalar_one() or 0)
 
 
 async def _write_flow(
@@ -140,15 +181,15 @@ async def _write_flow(
             flow_items.insert(),
             [item_values(execution_id, message_id, item) for item in changes.new_items],
         )
-    if changes.grown_texts:
+    if changes.appended:
         await conn.execute(
             flow_items.update()
             .where(
                 flow_items.c.execution_id == execution_id,
                 flow_items.c.seq == sa.bindparam("b_seq"),
             )
-            .values(text=sa.bindparam("b_text")),
-            [{"b_seq": i.seq, "b_text": i.text} for i in changes.grown_texts],
+            .values(text=flow_items.c.text + sa.bindparam("b_text", type_=sa.Text)),
+            [{"b_seq": i.seq, "b_text": i.text} for i in changes.appended],
         )
     if changes.new_calls:
         await conn.execute(
@@ -181,6 +222,6 @@ async def _write_flow(
                     "b_error": c.error,
                     "b_deadline": c.deadline_us,
                 }
-                for c in changes.updated_calls
+                for _, c in changes.updated_calls
             ],
         )

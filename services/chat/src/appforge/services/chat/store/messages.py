@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appforge.services.chat.domain import App, AssistantUpsert, Message
+from appforge.services.chat.domain import App, AssistantUpsert, Message, MessageView, UpsertResult
 from appforge.services.chat.store import apps, reads, user_messages
 from appforge.services.chat.store.assistant import SqlAssistantWriter
 from appforge.services.chat.store.pg_writer import PgAssistantWriter
@@ -20,14 +20,19 @@ from appforge.services.common.db import is_postgres
 class MessageStore:
     """Apps and messages in PostgreSQL or SQLite."""
 
-    def __init__(self, engine: AsyncEngine, clock: HybridClock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: HybridClock, *, writer_pool_size: int | None = None
+    ) -> None:
+        """`writer_pool_size`: the PostgreSQL hot path's own connections (the engine's pool
+        size when not given; see `chat.bootstrap` for how a process splits its budget)."""
         self.engine = engine
         self.clock = clock
-        self._writer: PgAssistantWriter | SqlAssistantWriter = (
-            PgAssistantWriter(engine, clock, pool_size=engine.pool.size())  # type: ignore[attr-defined]
-            if is_postgres(engine)
-            else SqlAssistantWriter(engine, clock)
-        )
+        self._writer: PgAssistantWriter | SqlAssistantWriter
+        if is_postgres(engine):
+            size = writer_pool_size or engine.pool.size()  # type: ignore[attr-defined]
+            self._writer = PgAssistantWriter(engine, clock, pool_size=size)
+        else:
+            self._writer = SqlAssistantWriter(engine, clock)
 
     async def close(self) -> None:
         """Release the hot path's connections (the engine is disposed by its owner)."""
@@ -54,14 +59,17 @@ class MessageStore:
             self.engine, self.clock, app_id, content, request_id
         )
 
-    async def upsert_assistant(self, upsert: AssistantUpsert) -> tuple[Message, bool]:
+    async def upsert_assistant(
+        self, upsert: AssistantUpsert, view: MessageView = MessageView.BASIC
+    ) -> UpsertResult:
         """Create or update the execution's one assistant message.
 
-        Returns the message after the call and whether anything changed. On PostgreSQL the
-        hot path runs on the raw asyncpg connection (`PgAssistantWriter`), elsewhere through
-        SQLAlchemy (`SqlAssistantWriter`); both apply the domain's merge rules.
+        Returns the message after the call (whole with FULL, else without flow and
+        content) and what changed. On PostgreSQL the hot path runs on the raw asyncpg
+        connection (`PgAssistantWriter`), elsewhere through SQLAlchemy
+        (`SqlAssistantWriter`); both apply the domain's merge rules.
         """
-        return await self._writer.upsert(upsert)
+        return await self._writer.upsert(upsert, view)
 
     # --- reads -----------------------------------------------------------------------------
 

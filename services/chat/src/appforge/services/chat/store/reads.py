@@ -6,16 +6,17 @@ executions together, never one query per message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from appforge.services.chat.domain import FlowItem, Message, assemble_flow
-from appforge.services.chat.store.rows import StoredFlow, message_from_row
+from appforge.services.chat.store.rows import StoredFlow, message_from_row, with_flow
 from appforge.services.chat.store.tables import flow_items, messages, tool_calls
-from appforge.services.common.db import translate_errors
+from appforge.services.common.db import is_postgres, translate_errors
 from appforge.services.common.errors import NotFound
 
 
@@ -66,14 +67,32 @@ async def select_messages(
     stmt = sa.select(messages).where(*where).order_by(*order)
     if limit is not None:
         stmt = stmt.limit(limit)
-    async with translate_errors("reading messages"), engine.connect() as conn:
+    async with translate_errors("reading messages"), _snapshot(engine) as conn:
         rows = (await conn.execute(stmt)).all()
         executions = [r.execution_id for r in rows if r.execution_id is not None]
-        flows = await _load_flows(conn, executions) if executions else {}
-    return [message_from_row(r._mapping, flows.get(r.execution_id, ())) for r in rows]
+        flows = await load_flows(conn, executions) if executions else {}
+    return [with_flow(message_from_row(r._mapping), flows.get(r.execution_id, ())) for r in rows]
 
 
-async def _load_flows(
+@contextlib.asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose statements all see one state of the database.
+
+    A message and its flow are read in separate statements; under READ COMMITTED a write
+    committing between them would pair a message's version with a later flow, and a
+    watcher applying deltas to that snapshot would go wrong. PostgreSQL reads in one
+    REPEATABLE READ transaction; SQLite has one connection, which writes queue behind.
+    """
+    async with engine.connect() as conn:
+        if is_postgres(engine):
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
+        else:
+            yield conn
+
+
+async def load_flows(
     conn: AsyncConnection, execution_ids: Sequence[str]
 ) -> dict[str, tuple[FlowItem, ...]]:
     stored = {e: StoredFlow() for e in execution_ids}

@@ -22,6 +22,7 @@ from appforge.services.chat.domain import (
     ToolCall,
     ToolStatus,
     UpsertPlan,
+    assemble_content,
 )
 
 CallsBySeq = dict[str, tuple[int, int, ToolCall]]
@@ -45,7 +46,7 @@ def message_from_row(row: Mapping[Any, Any], flow: tuple[FlowItem, ...] = ()) ->
         role=Role(row["role"]),
         execution_id=row["execution_id"],
         request_id=row["request_id"],
-        content=row["content"],
+        content=row.get("content", ""),
         status=MessageStatus(row["status"]),
         metadata=json.loads(metadata) if isinstance(metadata, str) else dict(metadata or {}),
         version=row["version"],
@@ -96,17 +97,22 @@ def assistant_message_values(
 
 
 def applied(before: Message, plan: UpsertPlan, *, version: int, cursor: int, now: int) -> Message:
-    """The message after a plan was written."""
+    """The message (BASIC: no flow, no content) after a plan was written."""
     return replace(
         before,
-        content=plan.content,
+        content="",
         status=plan.status,
         metadata=plan.metadata,
-        flow=plan.flow,
         version=version,
         cursor=cursor,
         updated_us=now,
     )
+
+
+def with_flow(message: Message, flow: tuple[FlowItem, ...]) -> Message:
+    """A message with its whole flow; an assistant message's content is assembled from it."""
+    content = assemble_content(flow) if message.role is Role.ASSISTANT else message.content
+    return replace(message, flow=flow, content=content)
 
 
 def item_from_row(row: Mapping[Any, Any]) -> FlowItem:

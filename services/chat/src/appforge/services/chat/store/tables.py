@@ -50,6 +50,7 @@ flow_items = sa.Table(
     sa.Column("kind", sa.SmallInteger, nullable=False),
     sa.Column("text", sa.Text, nullable=False, server_default=""),
     sa.Column("timestamp_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_chat_flow_items_execution_stamp", "execution_id", "timestamp_us"),
 )
 
 tool_calls = sa.Table(
@@ -66,4 +67,5 @@ tool_calls = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("deadline_us", sa.BigInteger, nullable=True),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_chat_tool_calls_execution_item", "execution_id", "seq", "position"),
 )
