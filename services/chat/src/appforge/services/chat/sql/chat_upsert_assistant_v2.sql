@@ -50,10 +50,12 @@ DECLARE
     old_rank int;
     new_rank int;
     next_pos int;
-    new_seqs jsonb := '{}'::jsonb;      -- seq -> true, items this call inserted
+    -- What changed, built as the loop goes (no table is read again for the result):
+    new_items jsonb := '{}'::jsonb;     -- seq -> [seq, kind, text, stamp], items inserted
     appended jsonb := '{}'::jsonb;      -- seq -> [offset, text], text added to stored items
-    new_calls jsonb := '{}'::jsonb;     -- call_id -> true
-    updated_calls jsonb := '{}'::jsonb; -- call_id -> true
+    new_calls jsonb := '{}'::jsonb;     -- call_id -> the call's row as inserted, then merged
+    updated_calls jsonb := '{}'::jsonb; -- call_id -> the call's row after the merge
+    v_row jsonb;
     new_status smallint;
     status_changed boolean;
     meta_changes jsonb;
@@ -121,7 +123,7 @@ BEGIN
             v_growth := substr(v_text, length(v_overlap) + 1);
         END IF;
 
-        IF NOT s_found AND NOT new_seqs ? v_seq::text THEN
+        IF NOT s_found THEN
             -- A new item. Unstamped ones get stamps after every stored one.
             stamp := (it->>'ts')::bigint;
             IF stamp IS NULL THEN
@@ -135,12 +137,17 @@ BEGIN
             INSERT INTO chat_flow_items (execution_id, seq, message_id, kind, text, timestamp_us)
             VALUES (p_execution_id, v_seq, m.id, v_kind,
                     CASE WHEN v_kind = c_kind_message THEN v_growth ELSE '' END, stamp);
-            new_seqs := new_seqs || jsonb_build_object(v_seq::text, true);
+            new_items := new_items || jsonb_build_object(v_seq::text, jsonb_build_array(
+                v_seq, v_kind, CASE WHEN v_kind = c_kind_message THEN v_growth ELSE '' END,
+                stamp));
             flow_changed := true;
         ELSIF v_kind = c_kind_message AND v_growth <> '' THEN
             UPDATE chat_flow_items SET text = text || v_growth
              WHERE execution_id = p_execution_id AND seq = v_seq;
-            IF NOT new_seqs ? v_seq::text THEN
+            IF new_items ? v_seq::text THEN
+                new_items := jsonb_set(new_items, ARRAY[v_seq::text, '2'],
+                                       to_jsonb(s_text || v_growth));
+            ELSE
                 appended := appended || jsonb_build_object(v_seq::text, jsonb_build_array(
                     coalesce((appended->v_seq::text->>0)::bigint, s_length),
                     coalesce(appended->v_seq::text->>1, '') || v_growth));
@@ -160,7 +167,9 @@ BEGIN
                         status, arguments_json, result_json, error, deadline_us, updated_us)
                     VALUES (p_execution_id, c->>'id', v_seq, next_pos, c->>'name', n_status,
                         c->>'args', c->>'result', c->>'error', (c->>'deadline')::bigint, p_now);
-                    new_calls := new_calls || jsonb_build_object(c->>'id', true);
+                    new_calls := new_calls || jsonb_build_object(c->>'id', jsonb_build_array(
+                        c->>'id', v_seq, next_pos, c->>'name', n_status, c->>'args',
+                        c->>'result', c->>'error', (c->>'deadline')::bigint));
                     flow_changed := true;
                     CONTINUE;
                 END IF;
@@ -197,8 +206,12 @@ BEGIN
                            result_json = n_result, error = n_error, deadline_us = n_deadline,
                            updated_us = p_now
                      WHERE execution_id = p_execution_id AND call_id = old.call_id;
-                    IF NOT new_calls ? old.call_id THEN
-                        updated_calls := updated_calls || jsonb_build_object(old.call_id, true);
+                    v_row := jsonb_build_array(old.call_id, old.seq, old.position, n_name,
+                        n_status, n_args, n_result, n_error, n_deadline);
+                    IF new_calls ? old.call_id THEN
+                        new_calls := new_calls || jsonb_build_object(old.call_id, v_row);
+                    ELSE
+                        updated_calls := updated_calls || jsonb_build_object(old.call_id, v_row);
                     END IF;
                     flow_changed := true;
                 END IF;
@@ -232,26 +245,13 @@ BEGIN
         'status_changed', status_changed,
         'message', to_jsonb(m) - 'content',
         'metadata_changes', meta_changes,
-        'new_items', (SELECT coalesce(jsonb_agg(jsonb_build_array(seq, kind, text, timestamp_us)
-                                                ORDER BY seq), '[]'::jsonb)
-                        FROM chat_flow_items
-                       WHERE execution_id = p_execution_id
-                         AND seq IN (SELECT k::bigint FROM jsonb_object_keys(new_seqs) k)),
+        'new_items', (SELECT coalesce(jsonb_agg(v), '[]'::jsonb) FROM jsonb_each(new_items) e(k, v)),
         'appended', (SELECT coalesce(jsonb_agg(jsonb_build_array(k::bigint, v->0, v->1)),
                                      '[]'::jsonb)
                        FROM jsonb_each(appended) AS a(k, v)),
-        'new_calls', (SELECT coalesce(jsonb_agg(jsonb_build_array(
-                                 call_id, seq, position, name, status, arguments_json,
-                                 result_json, error, deadline_us)), '[]'::jsonb)
-                        FROM chat_tool_calls
-                       WHERE execution_id = p_execution_id
-                         AND call_id IN (SELECT jsonb_object_keys(new_calls))),
-        'updated_calls', (SELECT coalesce(jsonb_agg(jsonb_build_array(
-                                     call_id, seq, position, name, status, arguments_json,
-                                     result_json, error, deadline_us)), '[]'::jsonb)
-                            FROM chat_tool_calls
-                           WHERE execution_id = p_execution_id
-                             AND call_id IN (SELECT jsonb_object_keys(updated_calls)))
+        'new_calls', (SELECT coalesce(jsonb_agg(v), '[]'::jsonb) FROM jsonb_each(new_calls) e(k, v)),
+        'updated_calls', (SELECT coalesce(jsonb_agg(v), '[]'::jsonb)
+                            FROM jsonb_each(updated_calls) e(k, v))
     );
 END
 $fn$;
