@@ -7,9 +7,10 @@
 -- releases can run side by side: a change of rules or of the result is a new file with a
 -- new name, created by a new migration; an old one is dropped only once no release calls it.
 --
--- Cost: what the write carries, never the whole message. Items are read by primary key,
--- the stamp floor and batch positions through indexes (chat_0003), text grows by appending,
--- and the result is what changed (the delta), not the message's flow.
+-- Cost: what the write carries, never the whole message. Items and calls are read by
+-- primary key, the stamp floor from the message row (chat_0003), text grows by appending,
+-- and the result is what changed (the delta), not the message's flow. A batch's next
+-- position is a max() over the execution's calls (there are few), read only for new calls.
 --
 -- Locking: the message row is taken FOR UPDATE (or created once through ON CONFLICT), the
 -- app's change cursor bumped last. Errors: SQLSTATE P0001, DETAIL = the error kind,
@@ -44,6 +45,7 @@ DECLARE
     v_growth text;
     stamp bigint;
     floor_ts bigint;
+    last_stamp bigint := 0;
     old chat_tool_calls%ROWTYPE;
     n_status smallint;
     n_name text; n_args text; n_result text; n_error text; n_deadline bigint;
@@ -128,12 +130,18 @@ BEGIN
             stamp := (it->>'ts')::bigint;
             IF stamp IS NULL THEN
                 IF floor_ts IS NULL THEN
-                    SELECT coalesce(max(timestamp_us), 0) INTO floor_ts
-                      FROM chat_flow_items WHERE execution_id = p_execution_id;
+                    -- The message keeps the latest stamp; the last item's stamp covers
+                    -- items written by v1, which does not keep it.
+                    SELECT greatest(m.last_stamp_us, coalesce(max(f.timestamp_us), 0))
+                      INTO floor_ts
+                      FROM (SELECT timestamp_us FROM chat_flow_items
+                             WHERE execution_id = p_execution_id
+                             ORDER BY seq DESC LIMIT 1) f;
                 END IF;
                 stamp := greatest(p_now, floor_ts + 1);
                 floor_ts := stamp;
             END IF;
+            last_stamp := greatest(last_stamp, stamp);
             INSERT INTO chat_flow_items (execution_id, seq, message_id, kind, text, timestamp_us)
             VALUES (p_execution_id, v_seq, m.id, v_kind,
                     CASE WHEN v_kind = c_kind_message THEN v_growth ELSE '' END, stamp);
@@ -233,6 +241,7 @@ BEGIN
         RETURNING change_seq INTO cur;
         UPDATE chat_messages
            SET status = new_status, metadata = m.metadata || meta_changes,
+               last_stamp_us = greatest(m.last_stamp_us, last_stamp),
                version = CASE WHEN created THEN 1 ELSE m.version + 1 END,
                cursor = cur, updated_us = p_now
          WHERE id = m.id

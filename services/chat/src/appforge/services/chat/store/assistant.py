@@ -61,7 +61,7 @@ class SqlAssistantWriter:
         async with translate_errors("upserting a message"), self.engine.begin() as conn:
             row, created = await self._lock_message(conn, upsert)
             stored = await _load_touched(conn, upsert)
-            floor = await _stamp_floor(conn, upsert, stored)
+            floor = await _stamp_floor(conn, upsert, stored, row.last_stamp_us)
             upsert = replace(
                 upsert, items=stamp_missing(upsert.items, stored.items, floor, self.clock.tick)
             )
@@ -83,6 +83,9 @@ class SqlAssistantWriter:
                 cursor = await bump_cursor(conn, upsert.app_id)
                 version = 1 if created else row.version + 1
                 values: dict[str, Any] = {"version": version, "cursor": cursor, "updated_us": now}
+                stamps = [i.timestamp_us or 0 for i in plan.changes.new_items]
+                if stamps and max(stamps) > row.last_stamp_us:
+                    values["last_stamp_us"] = max(stamps)
                 if plan.status_changed:
                     values["status"] = int(plan.status)
                 if plan.metadata_changes:
@@ -162,14 +165,20 @@ async def _load_touched(conn: AsyncConnection, upsert: AssistantUpsert) -> Store
     return flow
 
 
-async def _stamp_floor(conn: AsyncConnection, upsert: AssistantUpsert, stored: StoredFlow) -> int:
-    """The execution's latest stamp, read (through its index) only when a new item needs one."""
+async def _stamp_floor(
+    conn: AsyncConnection, upsert: AssistantUpsert, stored: StoredFlow, last_stamp_us: int
+) -> int:
+    """The execution's latest stamp, read only when a new item needs one: the message's
+    own record of it, or the last item's stamp if later (items an older release wrote)."""
     if all(i.timestamp_us is not None or i.seq in stored.items for i in upsert.items):
-        return 0
-    stmt = sa.select(sa.func.max(flow_items.c.timestamp_us)).where(
-        flow_items.c.execution_id == upsert.execution_id
+        return last_stamp_us
+    stmt = (
+        sa.select(flow_items.c.timestamp_us)
+        .where(flow_items.c.execution_id == upsert.execution_id)
+        .order_by(flow_items.c.seq.desc())
+        .limit(1)
     )
-    return int((await conn.execute(stmt)).scalar_one() or 0)
+    return max(last_stamp_us, int((await conn.execute(stmt)).scalar() or 0))
 
 
 async def _write_flow(

@@ -92,7 +92,7 @@ class PgAssistantWriter:
             async with self._pool_lock:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.pool_size, reset=None
+                        self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session
                     )
         return self._pool
 
@@ -127,6 +127,12 @@ class PgAssistantWriter:
                 if kind is None:
                     raise
                 raise kind(exc.args[0] if exc.args else str(exc), field=exc.hint) from exc
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset (`RESET ALL`, `UNLISTEN *`, …): this
+    path sets no session state, and the reset would add a round trip and server work to
+    every call (`reset=None` means "the default reset", not "none")."""
 
 
 def _metadata_json(upsert: AssistantUpsert) -> str | None:

@@ -35,6 +35,8 @@ messages = sa.Table(
     sa.Column("cursor", sa.BigInteger, nullable=False),
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # The latest stamp of the execution's items: the floor for stamping new ones.
+    sa.Column("last_stamp_us", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("execution_id", name="uq_chat_messages_execution"),
     sa.UniqueConstraint("app_id", "request_id", name="uq_chat_messages_app_request"),
     sa.Index("ix_chat_messages_app_cursor", "app_id", "cursor"),
@@ -50,7 +52,6 @@ flow_items = sa.Table(
     sa.Column("kind", sa.SmallInteger, nullable=False),
     sa.Column("text", sa.Text, nullable=False, server_default=""),
     sa.Column("timestamp_us", sa.BigInteger, nullable=False),
-    sa.Index("ix_chat_flow_items_execution_stamp", "execution_id", "timestamp_us"),
 )
 
 tool_calls = sa.Table(
@@ -67,5 +68,4 @@ tool_calls = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("deadline_us", sa.BigInteger, nullable=True),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
-    sa.Index("ix_chat_tool_calls_execution_item", "execution_id", "seq", "position"),
 )

@@ -1,10 +1,14 @@
-"""Writes that cost what they change: the indexes the delta upsert reads through, and
+"""Writes that cost what they change: `chat_messages.last_stamp_us`, and
 `chat_upsert_assistant_v2` (sql/chat_upsert_assistant_v2.sql) beside the first version.
 
-The stamp floor (`max(timestamp_us)`) and a batch's next position (`max(position)`) were
-scans of the execution's rows; these indexes make both a lookup. `chat_upsert_assistant`
-(v1) stays, so replicas of the previous release keep working during a rolling upgrade; a
-later migration drops it.
+The stamp floor was `max(timestamp_us)` over the execution's items, a scan of them all; the
+message row (locked by every write anyway) now keeps the latest stamp. No index is added on
+purpose: a second index leading with `execution_id` ties with the primary key in the
+planner's eyes on small or unanalysed tables, and it then looked items up through it, one
+scan of the execution per item. `chat_upsert_assistant` (v1) stays, so replicas of the
+previous release keep working during a rolling upgrade (v2 also takes the stamp of the
+execution's last item into its floor, which covers items v1 wrote); a later migration
+drops it.
 
 Revision ID: chat_0003
 Revises: chat_0002
@@ -13,6 +17,7 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 from appforge.services.chat import sql
@@ -27,11 +32,14 @@ SIGNATURE = "(text, text, text, jsonb, smallint, jsonb, bigint)"
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_chat_flow_items_execution_stamp", "chat_flow_items", ["execution_id", "timestamp_us"]
-    )
-    op.create_index(
-        "ix_chat_tool_calls_execution_item", "chat_tool_calls", ["execution_id", "seq", "position"]
+    with op.batch_alter_table("chat_messages") as batch:
+        batch.add_column(
+            sa.Column("last_stamp_us", sa.BigInteger, nullable=False, server_default="0")
+        )
+    op.execute(
+        "UPDATE chat_messages SET last_stamp_us = coalesce((SELECT max(f.timestamp_us)"
+        " FROM chat_flow_items f WHERE f.execution_id = chat_messages.execution_id), 0)"
+        " WHERE execution_id IS NOT NULL"
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(sql.load(FUNCTION))
@@ -40,5 +48,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}{SIGNATURE}")
-    op.drop_index("ix_chat_tool_calls_execution_item", table_name="chat_tool_calls")
-    op.drop_index("ix_chat_flow_items_execution_stamp", table_name="chat_flow_items")
+    with op.batch_alter_table("chat_messages") as batch:
+        batch.drop_column("last_stamp_us")
