@@ -56,14 +56,17 @@ class WatchState:
             self.ready_count += 1
             if self.ready_count == len(self.apps):
                 self.all_ready.set()
-        message = event.message
-        flow = message.flow
+        # BASIC watchers (the default): a snapshot first, then deltas, whose items are what
+        # changed (new items whole, in seq order, after any older item that changed).
+        if event.WhichOneof("change") == "delta":
+            flow, execution_id = event.delta.items, event.delta.execution_id
+        else:
+            flow, execution_id = event.message.flow, event.message.execution_id
         if not flow:
             return
-        execution_id = message.execution_id
         highest = self.highest[watcher]
         high = top = highest.get(execution_id, 0)
-        for item in reversed(flow):  # the flow is in seq order: new items come last
+        for item in reversed(flow):  # in seq order: new items come last
             seq = item.seq
             if seq <= high:
                 break
