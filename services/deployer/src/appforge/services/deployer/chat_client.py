@@ -34,6 +34,7 @@ class GrpcChatNotifier(LazyChannel):
                     chat_pb2.MESSAGE_STATUS_FAILED if failed else chat_pb2.MESSAGE_STATUS_COMPLETED
                 ),
                 metadata=struct(metadata),
+                view=chat_pb2.MESSAGE_VIEW_BASIC,  # the reply is not read: the smallest one
             ),
             timeout=self.timeout,
         )
