@@ -40,8 +40,10 @@ def content_of(message: chat_pb2.ChatMessage) -> str:
 def apply_delta(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> bool:
     """Apply `delta` to `message` in place; False when it was already applied.
 
-    Raises DeltaMismatch, leaving `message` as it was, when the delta is for another
-    message, skips a version, or does not fit the items it names.
+    Costs what the delta carries, not what the message holds (the usual append to the last
+    text item or new items at the end never walk the flow). Raises DeltaMismatch, leaving
+    `message` as it was, when the delta is for another message, skips a version, or does
+    not fit the items it names.
     """
     if delta.message_id != message.id:
         raise DeltaMismatch(f"delta of message {delta.message_id}, not {message.id}")
@@ -51,47 +53,108 @@ def apply_delta(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> 
         raise DeltaMismatch(
             f"delta to version {delta.version} on message at version {message.version}"
         )
-    updated = chat_pb2.ChatMessage()
-    updated.CopyFrom(message)
-    _apply_items(updated, delta.items)
+    plan = _plan(message, delta.items)  # checks everything before changing anything
+    content = _content_after(message, delta.items, plan)
+    _apply_items(message, plan)
     if delta.status != chat_pb2.MESSAGE_STATUS_UNSPECIFIED:
-        updated.status = delta.status
+        message.status = delta.status
     for key, value in delta.metadata.fields.items():
-        updated.metadata.fields[key].CopyFrom(value)
-    updated.version = delta.version
-    updated.updated_at.CopyFrom(delta.updated_at)
-    if any(item.WhichOneof("body") == "message" for item in delta.items):
-        updated.content = content_of(updated)
-    message.CopyFrom(updated)
+        message.metadata.fields[key].CopyFrom(value)
+    message.version = delta.version
+    message.updated_at.CopyFrom(delta.updated_at)
+    message.content = content_of(message) if content is None else content
     return True
 
 
-def _apply_items(message: chat_pb2.ChatMessage, items: list[flow_pb2.FlowItem]) -> None:
-    by_seq = {item.seq: item for item in message.flow}
-    added: list[flow_pb2.FlowItem] = []
+_Plan = list[tuple[flow_pb2.FlowItem, flow_pb2.FlowItem | None]]  # (change, item it changes)
+
+
+def _index(message: chat_pb2.ChatMessage, seq: int) -> flow_pb2.FlowItem | None:
+    """The item at `seq`: a look at the end first (where deltas usually land), then a search."""
+    flow = message.flow
+    if not flow:
+        return None
+    if flow[-1].seq == seq:
+        return flow[-1]
+    if flow[-1].seq < seq:
+        return None
+    low, high = 0, len(flow) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        if flow[middle].seq < seq:
+            low = middle + 1
+        elif flow[middle].seq > seq:
+            high = middle - 1
+        else:
+            return flow[middle]
+    return None
+
+
+def _plan(message: chat_pb2.ChatMessage, items: list[flow_pb2.FlowItem]) -> _Plan:
+    plan: _Plan = []
     for change in items:
-        item = by_seq.get(change.seq)
+        item = _index(message, change.seq)
         body = change.WhichOneof("body")
-        if item is None:
-            added.append(change)
-            continue
-        if item.WhichOneof("body") != body:
+        if item is not None and item.WhichOneof("body") != body:
             raise DeltaMismatch(f"item {change.seq} changes kind")
-        if body == "message":
+        if item is not None and body == "message":
             if change.message.offset != len(item.message.text):
                 raise DeltaMismatch(
                     f"item {change.seq}: text appended at {change.message.offset}, "
                     f"but it is {len(item.message.text)} characters long"
                 )
+        plan.append((change, item))
+    return plan
+
+
+def _last_text(message: chat_pb2.ChatMessage) -> flow_pb2.FlowItem | None:
+    for item in reversed(message.flow):
+        if item.WhichOneof("body") == "message":
+            return item
+    return None
+
+
+def _content_after(
+    message: chat_pb2.ChatMessage, items: list[flow_pb2.FlowItem], plan: _Plan
+) -> str | None:
+    """The content after the delta, built from the current one when the delta only grows
+    the last text item or adds text items after it; None: assemble it again."""
+    texts = [(change, item) for change, item in plan if change.WhichOneof("body") == "message"]
+    if not texts:
+        return message.content
+    last = _last_text(message)
+    last_seq = last.seq if last is not None else 0
+    last_empty = last is None or not last.message.text
+    content = message.content
+    for change, item in texts:
+        piece = change.message.text
+        if item is not None and item.seq == last_seq:
+            if piece:
+                content += ("\n\n" if last_empty and content else "") + piece
+                last_empty = False
+        elif item is None and change.seq > last_seq:
+            if piece:
+                content += ("\n\n" if content else "") + piece
+            last_seq, last_empty = change.seq, not piece
+        elif piece:
+            return None  # text grew before the end: assemble it again
+    return content
+
+
+def _apply_items(message: chat_pb2.ChatMessage, plan: _Plan) -> None:
+    added: list[flow_pb2.FlowItem] = []
+    for change, item in plan:
+        if item is None:
+            added.append(change)
+        elif change.WhichOneof("body") == "message":
             item.message.text += change.message.text
-            continue
-        calls = {call.call_id: call for call in item.tools.calls}
-        for call in change.tools.calls:
-            if call.call_id in calls:
-                calls[call.call_id].CopyFrom(call)
-            else:
-                calls[call.call_id] = item.tools.calls.add()
-                calls[call.call_id].CopyFrom(call)
+        else:
+            calls = {call.call_id: call for call in item.tools.calls}
+            for call in change.tools.calls:
+                known = calls.get(call.call_id)
+                if known is None:
+                    known = calls[call.call_id] = item.tools.calls.add()
+                known.CopyFrom(call)
     if not added:
         return
     last = message.flow[-1].seq if message.flow else 0
