@@ -21,9 +21,15 @@ from appforge.services.builder.models.templates import CALCULATOR
 
 @dataclass(frozen=True, kw_only=True)
 class Stream:
-    """A 200 answer: these chunks as SSE events, then `data: [DONE]`."""
+    """A 200 answer: these chunks as SSE events, then `data: [DONE]`.
+
+    With `hold_after`, the answer stops after that many chunks (the endpoint's `held` is
+    set) until the test sets `resume`; `cut`, it then ends without finishing instead.
+    """
 
     chunks: Sequence[dict[str, Any]]
+    hold_after: int | None = None
+    cut: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +65,9 @@ class FakeEndpoint:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once a request is being answered with silence.
     silent: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while a Stream with `hold_after` waits for `resume`.
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(Recorded(headers=dict(request.headers), body=await request.json()))
@@ -71,7 +80,12 @@ class FakeEndpoint:
             return web.Response(status=500, text="released")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for chunk in reply.chunks:
+        for n, chunk in enumerate(reply.chunks):
+            if n == reply.hold_after:
+                self.held.set()
+                await self.resume.wait()
+                if reply.cut:
+                    return response  # the body ends here, the completion unfinished
             event = f"data: {json.dumps(chunk)}\n\n".encode()
             # Split every event over two writes so lines straddle reads on the client.
             middle = len(event) // 2
@@ -97,6 +111,7 @@ async def serving(fake: FakeEndpoint) -> AsyncIterator[FakeEndpoint]:
         yield fake
     finally:
         fake.release.set()
+        fake.resume.set()
         await runner.cleanup()
 
 

@@ -56,6 +56,9 @@ async def start_services(
         "APPFORGE_DEPLOY_POLL_INTERVAL": str(config.poll_interval),
         "APPFORGE_DEPLOY_WORKERS": str(config.workers),
         "APPFORGE_MODEL": "scripted",
+        # The scripted model types its replies at a human pace by default; the cycle is
+        # timed without that pause (the system's own cost, not a chosen delay).
+        "APPFORGE_SCRIPTED_STREAM_MS": "0",
         "APPFORGE_LOG_LEVEL": config.log_level,
     }
     await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)

@@ -19,7 +19,14 @@ from appforge.api.chat.v1 import chat_pb2
 from appforge.cli import installed
 from appforge.services.builder.bootstrap import BuilderRuntime, build_builder
 from appforge.services.builder.clients import GrpcChat
-from appforge.services.builder.models.base import WRITE_FILE, Exchange, Model, ToolRequest, Turn
+from appforge.services.builder.models.base import (
+    WRITE_FILE,
+    Exchange,
+    Model,
+    TextSink,
+    ToolRequest,
+    Turn,
+)
 from appforge.services.builder.models.scripted import ScriptedModel
 from appforge.services.builder.ports import ChatPort
 from appforge.services.builder.sandbox import Sandbox, SandboxLimits
@@ -60,7 +67,8 @@ class RecordingDeployer:
 
 
 class OneBatchModel:
-    """Writes the given files in one batch, then says it is done."""
+    """Writes the given files in one batch, then says it is done. Streams nothing: its
+    text comes with its turn, all at once."""
 
     name = "scripted"
 
@@ -68,7 +76,9 @@ class OneBatchModel:
         self.files = dict(files)
         self.closing = closing
 
-    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
+    async def next_turn(
+        self, prompt: str, history: Sequence[Exchange], *, on_text: TextSink | None = None
+    ) -> Turn:
         if history:
             return Turn(text=self.closing)
         return Turn(

@@ -70,11 +70,18 @@ async def test_build_a_calculator_streams_ordered_items_onto_one_message(
     assert metadata["execution_status"] == "succeeded"
     assert "calculator" in message.content.lower()
 
-    # The Build stream carried every item, and the last state of each call.
+    # The Build stream carried every item (text in pieces, each at its offset), and the last
+    # state of each call.
     streamed: dict[int, flow_pb2.FlowItem] = {}
     for event in events[1:-1]:
         item = event.item
-        if item.HasField("tools") and item.seq in streamed:
+        if item.HasField("message"):
+            so_far = streamed[item.seq].message.text if item.seq in streamed else ""
+            assert item.message.offset == len(so_far), item
+            item = flow_pb2.FlowItem(
+                seq=item.seq, message=flow_pb2.TextPart(text=so_far + item.message.text)
+            )
+        elif item.HasField("tools") and item.seq in streamed:
             merged = {c.call_id: c for c in streamed[item.seq].tools.calls}
             merged.update({c.call_id: c for c in item.tools.calls})
             item = flow_pb2.FlowItem(
@@ -85,6 +92,9 @@ async def test_build_a_calculator_streams_ordered_items_onto_one_message(
             )
         streamed[item.seq] = item
     assert sorted(streamed) == [item.seq for item in message.flow]
+    assert [streamed[i.seq].message.text for i in message.flow if i.HasField("message")] == [
+        i.message.text for i in message.flow if i.HasField("message")
+    ]
     assert {c.call_id: c.status for item in streamed.values() for c in item.tools.calls} == {
         c.call_id: c.status for c in calls
     }

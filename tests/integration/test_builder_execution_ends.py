@@ -11,7 +11,7 @@ from typing import Any
 from appforge.api.builder.v1 import builder_pb2
 from appforge.api.chat.v1 import chat_pb2
 from appforge.api.flow.v1 import flow_pb2
-from appforge.services.builder.models.base import WRITE_FILE, Exchange, ToolRequest, Turn
+from appforge.services.builder.models.base import WRITE_FILE, Exchange, TextSink, ToolRequest, Turn
 from appforge.services.builder.sandbox import SandboxLimits
 from appforge.services.common.clock import FrozenClock
 from tests.integration.builder_fixtures import (
@@ -225,7 +225,9 @@ class TraversalModel:
         ("ok.txt", "fine"),
     )
 
-    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
+    async def next_turn(
+        self, prompt: str, history: Sequence[Exchange], *, on_text: TextSink | None = None
+    ) -> Turn:
         if history:
             return Turn(text="Some files could not be written.")
         return Turn(

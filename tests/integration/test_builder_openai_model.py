@@ -58,17 +58,10 @@ async def endpoint() -> AsyncIterator[FakeEndpoint]:
         yield fake
 
 
-def make_model(
-    endpoint: FakeEndpoint, *, text_deltas: list[str] | None = None, **overrides: Any
-) -> OpenAIModel:
+def make_model(endpoint: FakeEndpoint, **overrides: Any) -> OpenAIModel:
     settings: dict[str, Any] = {"initial_backoff": 0.001, "max_backoff": 0.01, **overrides}
     config = OpenAIConfig(base_url=endpoint.base_url, api_key=KEY, model="gpt-test", **settings)
-
-    async def on_text(delta: str) -> None:
-        if text_deltas is not None:
-            text_deltas.append(delta)
-
-    return OpenAIModel(config, on_text_delta=on_text)
+    return OpenAIModel(config)
 
 
 @pytest.fixture
@@ -92,12 +85,16 @@ async def test_builds_the_calculator_from_streamed_chunks(
 ) -> None:
     endpoint.replies.extend(calculator_replies())
     deltas: list[str] = []
-    model = make_model(endpoint, text_deltas=deltas)
+
+    async def on_text(delta: str) -> None:
+        deltas.append(delta)
+
+    model = make_model(endpoint)
     models.append(model)
     assert model.name == "openai"
 
     async with asyncio.timeout(WAIT):
-        first = await model.next_turn(PROMPT, [])
+        first = await model.next_turn(PROMPT, [], on_text=on_text)
     assert first.text == PLAN
     assert deltas == split(PLAN, 3)
     assert [(c.call_id, c.name) for c in first.tool_calls] == [

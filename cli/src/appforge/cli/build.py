@@ -1,11 +1,14 @@
 """`appforge build PROMPT`: create the app if needed, run Build, follow the deployment.
 
-Renders live progress with rich (flow items as they arrive, each tool call's state, the
-deployment's attempts) and ends with the URL and a one-line summary; `--json` prints every
-event as a JSON line instead, always ending with a `result` line. Exit status: 0 deployed, 1 the
-build or the deployment failed, 2 a request was refused (bad input), 3 a service could not be
-reached. Every wait is bounded: a service not reachable within `connect_timeout` (a deployer
-that was followed and then lost: `reconnect_timeout`, time for it to restart) ends the command.
+Renders live progress with rich (flow items as they arrive, text growing as it streams,
+each tool call's state, the deployment's attempts) and ends with the URL and a one-line
+summary; on a pipe each item is printed once, whole, when it is complete (`PipedView`).
+`--json` prints every event as a JSON line instead (a streamed text item as one `item` line
+per piece, `message.offset` saying where the piece goes), always ending with a `result` line.
+Exit status: 0 deployed, 1 the build or the deployment failed, 2 a request was refused (bad
+input), 3 a service could not be reached. Every wait is bounded: a service not reachable
+within `connect_timeout` (a deployer that was followed and then lost: `reconnect_timeout`,
+time for it to restart) ends the command.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from rich.live import Live
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
-from appforge.cli.build_view import Progress, render
+from appforge.cli.build_view import PipedView, Progress, render
 from appforge.cli.channels import CHANNEL_OPTIONS, Unreachable, connect, console_for
 from appforge.services.common.errors import AppforgeError, InvalidArgument
 from appforge.services.common.settings import Limits
@@ -100,12 +103,21 @@ async def run_build(
     try:
         async with asyncio.timeout(options.timeout):
             if options.json:
-                return await _cycle(options, progress, emit, None, out, clock)
-            with Live(render(progress), console=console, refresh_per_second=12) as live:
-                code = await _cycle(options, progress, emit, live, out, clock)
-                live.update(render(progress))
+                return await _cycle(options, progress, emit, lambda: None, out, clock)
             if not console.is_terminal:
-                console.line()  # a live view on a pipe ends without one
+                piped = PipedView(console)
+                try:
+                    code = await _cycle(
+                        options, progress, emit, lambda: piped.update(progress), out, clock
+                    )
+                finally:
+                    piped.close(progress)
+            else:
+                with Live(render(progress), console=console, refresh_per_second=12) as live:
+                    code = await _cycle(
+                        options, progress, emit, lambda: live.update(render(progress)), out, clock
+                    )
+                    live.update(render(progress))
             _print_outcome(console, progress, code)
             return code
     except TimeoutError:
@@ -147,8 +159,6 @@ def _fail(
             exit=code,
             summary=progress.summary(),
         )
-    elif not console.is_terminal and progress.calling:
-        console.line()  # end the live view's last line
     err.write(f"appforge build: {message}\n")
     err.flush()
     return code
@@ -158,14 +168,10 @@ async def _cycle(
     options: BuildOptions,
     progress: Progress,
     emit: Callable[[str, Message | None], None],
-    live: Live | None,
+    refresh: Callable[[], None],
     out: TextIO,
     clock: Callable[[], float],
 ) -> int:
-    def refresh() -> None:
-        if live is not None:
-            live.update(render(progress))
-
     async with (
         grpc.aio.insecure_channel(options.chat, options=CHANNEL_OPTIONS) as chat_channel,
         grpc.aio.insecure_channel(options.builder, options=CHANNEL_OPTIONS) as builder_channel,

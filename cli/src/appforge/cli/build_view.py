@@ -1,4 +1,11 @@
-"""What `appforge build` shows while it runs: the progress it has seen, rendered live."""
+"""What `appforge build` shows while it runs: the progress it has seen, rendered live.
+
+A text item streams in as pieces, each at its character offset of the item's text
+(flow.v1 TextPart.offset); `Progress.add` appends them, so the live view shows the text
+growing. On a pipe or in a file nothing is redrawn: `PipedView` prints each item once,
+whole, as soon as it is complete (a text item when a later item arrives, a tools item when
+every call has ended), and the rest when the build ends, so no text is printed twice.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -38,10 +45,17 @@ class Progress:
     started_at: float = field(default_factory=time.monotonic)
 
     def add(self, item: flow_pb2.FlowItem) -> None:
-        """Merge an item: text replaces, tool calls merge by call_id."""
+        """Merge an item: text grows by the piece at its offset, tool calls merge by call_id."""
         known = self.items.get(item.seq)
+        if known is not None and item.HasField("message") and known.HasField("message"):
+            known.message.text = grown(known.message.text, item.message.offset, item.message.text)
+            return
         if known is None or not item.HasField("tools") or not known.HasField("tools"):
-            self.items[item.seq] = item
+            self.items[item.seq] = copy = flow_pb2.FlowItem()
+            copy.CopyFrom(item)
+            if item.HasField("message"):
+                copy.message.text = grown("", item.message.offset, item.message.text)
+                copy.message.offset = 0
             return
         calls = {c.call_id: c for c in known.tools.calls}
         for call in item.tools.calls:
@@ -68,6 +82,14 @@ class Progress:
         )
 
 
+def grown(text: str, offset: int, piece: str) -> str:
+    """`text` with `piece` written at character `offset`: a piece that ends within the text
+    is a replay and changes nothing; one past the end (a piece missed) is appended."""
+    if offset + len(piece) <= len(text):
+        return text
+    return text[: min(offset, len(text))] + piece
+
+
 def _call_label(call: flow_pb2.ToolCall) -> str:
     try:
         arguments = json.loads(call.arguments_json) if call.arguments_json else {}
@@ -79,17 +101,28 @@ def _call_label(call: flow_pb2.ToolCall) -> str:
 
 def render(progress: Progress) -> RenderableType:
     """The live view: the flow in seq order, then the deployment."""
-    header = Text("starting…", style="dim")
-    if progress.app is not None:
-        header = Text.assemble(
-            ("appforge build ", "bold"),
-            progress.app.name,
-            (f"  execution {progress.execution_id}" if progress.execution_id else "", "dim"),
-        )
+    parts: list[RenderableType] = [_header(progress), _flow(progress, sorted(progress.items))]
+    if progress.finished is not None and progress.finished.deployment_id:
+        parts.append(_deployment_line(progress.deployment))
+    return Group(*parts)
+
+
+def _header(progress: Progress) -> Text:
+    if progress.app is None:
+        return Text("starting…", style="dim")
+    return Text.assemble(
+        ("appforge build ", "bold"),
+        progress.app.name,
+        (f"  execution {progress.execution_id}" if progress.execution_id else "", "dim"),
+    )
+
+
+def _flow(progress: Progress, seqs: list[int]) -> Table:
+    """The items of these seqs, one row per text and per tool call."""
     table = Table.grid(padding=(0, 1))
     table.add_column(justify="right", style="dim")
     table.add_column()
-    for seq in sorted(progress.items):
+    for seq in seqs:
         item = progress.items[seq]
         if item.HasField("message"):
             table.add_row(str(seq), Text(item.message.text, overflow="fold"))
@@ -100,10 +133,67 @@ def render(progress: Progress) -> RenderableType:
             if call.error:
                 line.append(f": {call.error}", style="red")
             table.add_row(str(seq) if n == 0 else "", line)
-    parts: list[RenderableType] = [header, table]
-    if progress.finished is not None and progress.finished.deployment_id:
-        parts.append(_deployment_line(progress.deployment))
-    return Group(*parts)
+    return table
+
+
+_ENDED = frozenset(
+    {
+        flow_pb2.TOOL_STATUS_SUCCEEDED,
+        flow_pb2.TOOL_STATUS_FAILED,
+        flow_pb2.TOOL_STATUS_TIMED_OUT,
+        flow_pb2.TOOL_STATUS_CANCELLED,
+    }
+)
+
+
+class PipedView:
+    """The view on a pipe or in a file: printed as it goes, never redrawn.
+
+    The header once the execution is known; then each item once, whole, in seq order, as
+    soon as it is complete: a text item when an item after it arrives (the builder writes
+    all of a text before the next item), a tools item when every call has ended. `close`
+    prints whatever is left and the deployment's end.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._header = False
+        self._printed = 0  # the highest seq printed
+
+    def update(self, progress: Progress) -> None:
+        if not self._header and progress.execution_id:
+            self._print_header(progress)
+        if not self._header:
+            return
+        ready: list[int] = []
+        last = max(progress.items, default=0)
+        for seq in sorted(s for s in progress.items if s > self._printed):
+            if not _complete(progress.items[seq], later=seq < last):
+                break
+            ready.append(seq)
+        self._print(progress, ready)
+
+    def close(self, progress: Progress) -> None:
+        if not self._header and progress.app is not None:
+            self._print_header(progress)
+        self._print(progress, sorted(s for s in progress.items if s > self._printed))
+        if progress.finished is not None and progress.finished.deployment_id:
+            self.console.print(_deployment_line(progress.deployment))
+
+    def _print_header(self, progress: Progress) -> None:
+        self.console.print(_header(progress))
+        self._header = True
+
+    def _print(self, progress: Progress, seqs: list[int]) -> None:
+        if seqs:
+            self.console.print(_flow(progress, seqs))
+            self._printed = seqs[-1]
+
+
+def _complete(item: flow_pb2.FlowItem, *, later: bool) -> bool:
+    if item.HasField("message"):
+        return later
+    return bool(item.tools.calls) and all(c.status in _ENDED for c in item.tools.calls)
 
 
 def _deployment_line(deployment: deployer_pb2.Deployment | None) -> Text:

@@ -25,6 +25,7 @@ from appforge.services.builder.service import BuilderService
 from appforge.services.builder.settings import BuilderSettings
 from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.sweeper import Sweeper
+from appforge.services.builder.text_stream import Sleep
 from appforge.services.builder.workspace import SandboxWorkspace, Workspace
 from appforge.services.common import db
 from appforge.services.common.clock import Clock, SystemClock
@@ -85,7 +86,9 @@ def registration(service: BuilderService) -> ServiceRegistration:
 
 def build_models(config: BuilderSettings) -> dict[str, Model]:
     """The models this builder offers: scripted always, openai when configured."""
-    models: dict[str, Model] = {"scripted": ScriptedModel()}
+    models: dict[str, Model] = {
+        "scripted": ScriptedModel(chunk_delay=config.scripted_stream_ms / 1000)
+    }
     if config.openai_configured:
         models["openai"] = OpenAIModel(
             OpenAIConfig(
@@ -111,6 +114,7 @@ def build_builder(
     models: dict[str, Model] | None = None,
     workspace_for: Callable[[str], Workspace] | None = None,
     owner: str | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> BuilderRuntime:
     """Everything the builder needs, built from settings (or handed in by tests)."""
     builder = builder or BuilderSettings()
@@ -137,6 +141,7 @@ def build_builder(
         settings=settings,
         builder=builder,
         owner=owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        sleep=sleep,
     )
     lease = builder.execution_lease
     sweeper = Sweeper(

@@ -118,6 +118,7 @@ class GrpcChat(LazyChannel):
             items=[item_to_proto(item, execution_id) for item in items],
             status=_message_status(status),
             metadata=struct(metadata) if metadata else None,
+            view=chat_pb2.MESSAGE_VIEW_BASIC,  # only the id is read: the smallest reply
         )
         message = await self._call(
             "upsert",

@@ -125,12 +125,69 @@ BuildEvent: TypeAlias = BuildStarted | BuildItem | BuildFinished
 # --- the flow as chat and Build clients see it -------------------------------------------
 
 
+_ELLIPSIS: Final = "…"
+_ELLIPSIS_BYTES: Final = len(_ELLIPSIS.encode())
+
+
 def clip_text(text: str, limit_bytes: int) -> str:
     """`text` cut to at most `limit_bytes` of UTF-8, on a character boundary."""
     data = text.encode()
     if len(data) <= limit_bytes:
         return text
-    return data[: max(0, limit_bytes - 3)].decode(errors="ignore") + "…"
+    return data[: max(0, limit_bytes - _ELLIPSIS_BYTES)].decode(errors="ignore") + _ELLIPSIS
+
+
+class TextClip:
+    """`clip_text` for a text that arrives in pieces and is written in pieces.
+
+    Whatever `take` hands out is never taken back: every piece written joins the ones
+    before it, and all of them joined are `clip_text(whole text, limit_bytes)`. So while
+    the text fits, its last few bytes (room for the ellipsis) are held back until either
+    the text ends (`final`: they are kept) or more arrives past the limit (they are
+    replaced by "…", and anything after that is dropped). Costs what arrives, not what
+    was there before.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._held = ""  # arrived, not taken yet
+        self._held_bytes = 0
+        self._taken_bytes = 0
+        self.clipped = False  # the ellipsis went out: the text is complete
+
+    @property
+    def pending_chars(self) -> int:
+        """Characters that arrived and were not taken yet."""
+        return len(self._held)
+
+    def add(self, piece: str) -> None:
+        if self.clipped or not piece:
+            return
+        self._held += piece
+        self._held_bytes += len(piece.encode())
+
+    def take(self, *, final: bool = False) -> str:
+        """What may be written now (possibly nothing); `final` when no more text will come."""
+        if not self._held:
+            return ""
+        total = self._taken_bytes + self._held_bytes
+        safe = self.limit_bytes - _ELLIPSIS_BYTES  # bytes a clipped text keeps
+        if total <= safe or (final and total <= self.limit_bytes):
+            return self._release(self._held)
+        room = max(0, safe - self._taken_bytes)
+        kept = self._held.encode()[:room].decode(errors="ignore")
+        if total > self.limit_bytes:
+            self.clipped = True
+            self._held, self._held_bytes = "", 0
+            return kept + _ELLIPSIS
+        return self._release(kept)
+
+    def _release(self, piece: str) -> str:
+        size = len(piece.encode())
+        self._held = self._held[len(piece) :]
+        self._held_bytes -= size
+        self._taken_bytes += size
+        return piece
 
 
 def clip_json(text: str, limit_bytes: int) -> str:
@@ -187,8 +244,11 @@ def shown_recorded_call(call: RecordedCall, json_limit: int) -> ToolCall:
     )
 
 
-def text_item(seq: int, stamp_us: int, text: str) -> FlowItem:
-    return FlowItem(seq=seq, kind=ItemKind.MESSAGE, timestamp_us=stamp_us, text=text)
+def text_item(seq: int, stamp_us: int, text: str, offset: int = 0) -> FlowItem:
+    """A text item, or the piece of one that starts at character `offset` of its text."""
+    return FlowItem(
+        seq=seq, kind=ItemKind.MESSAGE, timestamp_us=stamp_us, text=text, text_offset=offset
+    )
 
 
 def tools_item(seq: int, stamp_us: int, calls: Iterable[ToolCall]) -> FlowItem:

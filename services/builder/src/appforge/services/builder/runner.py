@@ -1,8 +1,10 @@
 """One execution, from the model's first turn to the deploy request.
 
-Each turn of the model becomes flow items: its text a `message` item, its tool calls one
-`tools` item whose calls start PENDING. seq and stamps come from the execution's row
-(`ExecutionStore.allocate`), never from sleeping. The calls of a batch run concurrently
+Each turn of the model becomes flow items: its text a `message` item, written piece by piece
+while the model generates it (`TextStream`), then its tool calls one `tools` item whose
+calls start PENDING. seq and stamps come from the execution's row (`ExecutionStore.allocate`),
+never from sleeping: the text item's when its first text arrives, the tools item's once the
+text is all written. The calls of a batch run concurrently
 (`BatchRunner`), each under the deadline stored with it, and every state change is
 written at once to the execution's one assistant message and streamed to Build clients
 (`FlowPublisher`). When the model is done and every call succeeded, the files become an
@@ -16,16 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appforge.services.builder.domain import (
     BuildFinished,
     ExecutionStatus,
     MessageStatus,
-    clip_text,
     deadline_reason,
     failure_reason,
-    text_item,
     unique_calls,
     unsuccessful,
 )
@@ -41,6 +41,7 @@ from appforge.services.builder.notices import FinalNotices
 from appforge.services.builder.ports import ChatPort, DeployerPort
 from appforge.services.builder.publisher import Emit, FlowPublisher
 from appforge.services.builder.store import ExecutionStore
+from appforge.services.builder.text_stream import FlushPolicy, Sleep, TextStream
 from appforge.services.builder.tool_runs import BatchRunner, CallOutcome
 from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
@@ -63,6 +64,7 @@ class RunnerConfig:
     limits: Limits
     # A final notice this runner failed to deliver is redelivered by the outbox after this.
     notice_grace: float = 10.0
+    flush: FlushPolicy = field(default_factory=FlushPolicy)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +106,7 @@ class ExecutionRunner:
         clock: Clock,
         config: RunnerConfig,
         emit: Emit,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.execution = execution
         self.model = model
@@ -114,6 +117,7 @@ class ExecutionRunner:
         self.clock = clock
         self.config = config
         self.emit = emit
+        self.sleep = sleep  # the text streams' timers
         self.publisher = FlowPublisher(
             app_id=execution.app_id,
             execution_id=execution.execution_id,
@@ -131,6 +135,7 @@ class ExecutionRunner:
             json_limit=config.limits.max_json_bytes,
         )
         self._task: asyncio.Task[None] | None = None
+        self._text: TextStream | None = None  # the current turn's, until it is all written
         self._stopped = False
         self._ending = False  # this runner is ending the execution itself
 
@@ -210,7 +215,7 @@ class ExecutionRunner:
         used_ids: set[str] = set()
         limit = self.config.limits.max_calls_per_batch
         for _ in range(self.config.max_turns):
-            turn = await self.model.next_turn(self.execution.prompt, history)
+            turn = await self._next_turn(history)
             requests = unique_calls(turn.tool_calls, used_ids)
             if len(requests) > limit:
                 raise _Failed(
@@ -218,9 +223,9 @@ class ExecutionRunner:
                     f"the model asked for {len(requests)} tool calls in one batch; "
                     f"the limit is {limit}",
                 )
-            outcomes = await self._take_turn(turn.text, requests)
             if not requests:
                 return
+            outcomes = await self._run_batch(requests)
             _check_outcomes(requests, outcomes)
             history.append(
                 Exchange(
@@ -233,24 +238,47 @@ class ExecutionRunner:
             f"the model was still calling tools after {self.config.max_turns} turns",
         )
 
-    async def _take_turn(self, text: str, requests: Sequence[ToolRequest]) -> list[CallOutcome]:
-        """Write the turn's text and batch as new flow items (one write), then run the batch."""
-        count = int(bool(text)) + int(bool(requests))
-        if count == 0:
-            return []
+    async def _next_turn(self, history: Sequence[Exchange]) -> Turn:
+        """The model's next turn, its text written to the flow as it streams in."""
+        stream = TextStream(
+            allocate=self._allocate,
+            write=self._write_piece,
+            policy=self.config.flush,
+            limit_bytes=self.config.limits.max_text_bytes,
+            sleep=self.sleep,
+        )
+        self._text = stream
+        try:
+            turn = await self.model.next_turn(self.execution.prompt, history, on_text=stream.add)
+            await stream.finish(turn.text)
+        finally:
+            await stream.close()
+        self._text = None
+        return turn
+
+    async def _allocate(self) -> tuple[int, int]:
+        [(seq, stamp)] = await self.store.allocate(self.execution_id, 1, self.clock.now_us())
+        return seq, stamp
+
+    async def _write_piece(self, item: FlowItem) -> None:
+        await self.publisher.publish([item])
+
+    async def _keep_streamed_text(self) -> None:
+        """A turn ended in an error: write the text it had streamed, so none of it is lost."""
+        stream, self._text = self._text, None
+        if stream is None:
+            return
+        try:
+            await stream.finish()
+        except Exception as exc:  # the execution ends anyway, with its own reason
+            log.warning("streamed_text_lost", execution_id=self.execution_id, error=str(exc))
+
+    async def _run_batch(self, requests: Sequence[ToolRequest]) -> list[CallOutcome]:
+        """Write the batch as a new tools item (after the turn's text), then run it."""
         now = self.clock.now_us()
-        stamps = await self.store.allocate(self.execution_id, count, now)
-        items: list[FlowItem] = []
-        if text:
-            seq, stamp = stamps.pop(0)
-            items.append(text_item(seq, stamp, clip_text(text, self.config.limits.max_text_bytes)))
-        if not requests:
-            await self.publisher.publish(items)
-            return []
-        seq, stamp = stamps.pop(0)
+        [(seq, stamp)] = await self.store.allocate(self.execution_id, 1, now)
         batch = await self.batches.record(seq, stamp, requests, now)
-        items.append(batch.item)
-        await self.publisher.publish(items)
+        await self.publisher.publish([batch.item])
         return await self.batches.run(batch)
 
     # --- the end ---------------------------------------------------------------------------
@@ -306,6 +334,7 @@ class ExecutionRunner:
         """End the execution and deliver its notice; the outbox has it after `notice_after`
         seconds (the config's grace by default) if chat does not take it now."""
         self._ending = True
+        await self._keep_streamed_text()
         now = self.clock.now_us()
         after = self.config.notice_grace if notice_after is None else notice_after
         grace = round(after * 1_000_000)

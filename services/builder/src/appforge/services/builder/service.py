@@ -34,6 +34,7 @@ from appforge.services.builder.runner import (
 )
 from appforge.services.builder.settings import MODELS, BuilderSettings
 from appforge.services.builder.store import ExecutionStore
+from appforge.services.builder.text_stream import FlushPolicy, Sleep
 from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import (
@@ -82,6 +83,7 @@ class BuilderService:
         settings: Settings,
         builder: BuilderSettings,
         owner: str,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.chat = chat
@@ -91,6 +93,7 @@ class BuilderService:
         self.clock = clock
         self.builder = builder
         self.owner = owner
+        self.sleep = sleep  # how runners wait between writes of streamed text
         self.limits = settings.limits
         self.notices = FinalNotices(
             store,
@@ -103,6 +106,10 @@ class BuilderService:
             tool_timeout=builder.tool_timeout,
             max_turns=builder.max_turns,
             limits=self.limits,
+            flush=FlushPolicy(
+                interval=builder.stream_flush_ms / 1000,
+                max_chars=builder.stream_flush_chars,
+            ),
         )
         self._runs: dict[str, _Run] = {}
         self._closing = False
@@ -180,6 +187,7 @@ class BuilderService:
             clock=self.clock,
             config=self.config,
             emit=lambda event: self._emit(execution_id, event),
+            sleep=self.sleep,
         )
         queue: asyncio.Queue[BuildEvent] = asyncio.Queue()
         queue.put_nowait(

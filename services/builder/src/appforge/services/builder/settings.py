@@ -1,7 +1,9 @@
-"""The builder's settings: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*)."""
+"""The builder's settings: deadlines, the sweeper, the default model, how text streams
+(APPFORGE_*, OPENAI_*)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,10 @@ MODELS = ("scripted", "openai")
 
 @dataclass(frozen=True, kw_only=True)
 class BuilderSettings:
-    """The builder: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*)."""
+    """The builder: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*), and
+    how a turn's text streams into the flow: pending text is written `stream_flush_ms`
+    after it began to wait, or at once when `stream_flush_chars` are pending; the scripted
+    model waits `scripted_stream_ms` between words (0: no wait)."""
 
     tool_timeout: float = 60.0
     sweep_interval: float = 5.0
@@ -26,6 +31,9 @@ class BuilderSettings:
     openai_api_key: str = ""
     openai_model: str = ""
     openai_timeout: float = 120.0
+    stream_flush_ms: float = 50.0
+    stream_flush_chars: int = 256
+    scripted_stream_ms: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BuilderSettings:
@@ -45,6 +53,11 @@ class BuilderSettings:
             openai_api_key=env.get("OPENAI_API_KEY", ""),
             openai_model=env.get("APPFORGE_OPENAI_MODEL", ""),
             openai_timeout=read_seconds(env, "APPFORGE_OPENAI_TIMEOUT", 120.0),
+            stream_flush_ms=read_millis(env, "APPFORGE_STREAM_FLUSH_MS", 50.0),
+            stream_flush_chars=read_count(env, "APPFORGE_STREAM_FLUSH_CHARS", 256),
+            scripted_stream_ms=read_millis(
+                env, "APPFORGE_SCRIPTED_STREAM_MS", 20.0, zero_allowed=True
+            ),
         )
         if model == "openai" and not settings.openai_configured:
             raise ConfigError(
@@ -59,3 +72,23 @@ class BuilderSettings:
     @property
     def openai_configured(self) -> bool:
         return bool(self.openai_base_url and self.openai_model)
+
+
+def read_millis(
+    env: Mapping[str, str], name: str, default: float, *, zero_allowed: bool = False
+) -> float:
+    """A duration in milliseconds (decimals allowed): positive, or also 0 if `zero_allowed`."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of milliseconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        if zero_allowed:
+            kind = "a finite number of milliseconds, 0 or more"
+        else:
+            kind = "a positive, finite number of milliseconds"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}")
+    return value

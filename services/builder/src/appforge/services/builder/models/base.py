@@ -2,14 +2,16 @@
 
 A build is a conversation. Each step the builder asks the model for its next `Turn` (text
 and a batch of tool calls), runs the batch, and records both as an `Exchange`. A turn
-without tool calls ends the conversation.
+without tool calls ends the conversation. A model that generates its text gradually hands
+each piece to the caller's `on_text` as it comes, so the text streams into the flow while
+the turn is still being answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias
 
 WRITE_FILE: Final = "write_file"
 READ_FILE: Final = "read_file"
@@ -70,13 +72,28 @@ class Exchange:
     results: tuple[ToolResult, ...] = ()
 
 
+TextSink: TypeAlias = Callable[[str], Awaitable[None]]
+"""Receives a turn's text piece by piece as the model generates it."""
+
+
 class Model(Protocol):
-    """A model provider: given the user's prompt and the steps so far, the next turn."""
+    """A model provider: given the user's prompt and the steps so far, the next turn.
+
+    With `on_text`, a model that generates its text gradually awaits `on_text(piece)` for
+    each piece as it comes, in order, before `next_turn` returns; the pieces joined must be
+    the start of the returned turn's text (normally all of it: the caller adds whatever
+    was not streamed). A model may also stream nothing and return the whole text at once.
+    An exception `on_text` raises (the flow could not be written) ends the turn: the model
+    lets it propagate unchanged. One model serves many executions at once, so the sink is
+    per call, never per model.
+    """
 
     @property
     def name(self) -> str: ...
 
-    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn: ...
+    async def next_turn(
+        self, prompt: str, history: Sequence[Exchange], *, on_text: TextSink | None = None
+    ) -> Turn: ...
 
 
 _PATH: Final = {

@@ -29,6 +29,7 @@ from appforge.services.builder.models.base import (
     TOOL_SCHEMAS,
     Exchange,
     ModelError,
+    TextSink,
     ToolRequest,
     ToolResult,
     Turn,
@@ -54,8 +55,6 @@ SYSTEM_PROMPT: Final = (
 
 # Besides every 5xx; 408 and 409 as the official OpenAI clients do.
 _RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
-
-TextSink = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,9 +164,9 @@ class OpenAIModel:
     """A model served by an OpenAI-compatible chat-completions endpoint, streamed.
 
     One `aiohttp.ClientSession` per instance, opened on first use; call `close()` when done.
-    `on_text_delta` receives the text as it streams in. Once some text has been handed to it,
-    a broken stream is not retried (the text would be repeated): the `ModelError` is raised
-    with `retryable=True` and the caller decides.
+    `next_turn`'s `on_text` receives each content delta as it streams in. Once some text has
+    been handed to it, a broken stream is not retried (the text would be repeated): the
+    `ModelError` is raised with `retryable=True` and the caller decides.
     """
 
     name: Final = "openai"
@@ -176,17 +175,17 @@ class OpenAIModel:
         self,
         config: OpenAIConfig,
         *,
-        on_text_delta: TextSink | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.config = config
-        self.on_text_delta = on_text_delta
         self._sleep = sleep
         self._uniform = uniform
         self._session: aiohttp.ClientSession | None = None
 
-    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
+    async def next_turn(
+        self, prompt: str, history: Sequence[Exchange], *, on_text: TextSink | None = None
+    ) -> Turn:
         body = {
             "model": self.config.model,
             "stream": True,
@@ -197,7 +196,7 @@ class OpenAIModel:
         attempts = max(1, self.config.max_attempts)
         for attempt in range(1, attempts + 1):
             try:
-                return await self._attempt(body)
+                return await self._attempt(body, on_text)
             except _Retry as retry:
                 if attempt >= attempts:
                     raise ModelError(
@@ -233,7 +232,7 @@ class OpenAIModel:
             )
         return self._session
 
-    async def _attempt(self, body: Mapping[str, Any]) -> Turn:
+    async def _attempt(self, body: Mapping[str, Any], on_text: TextSink | None) -> Turn:
         """One request; raises `_Retry` for what is worth retrying, `ModelError` otherwise."""
         session = self._session_for_call()
         assembler = TurnAssembler()
@@ -245,7 +244,7 @@ class OpenAIModel:
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
             ) as response:
                 await _check_status(response)
-                await self._read_stream(response, assembler)
+                await _read_stream(response, assembler, on_text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = ModelError(f"request failed: {_describe(exc)}", retryable=True)
             raise error if assembler.streamed else _Retry(error) from exc
@@ -258,25 +257,26 @@ class OpenAIModel:
             raise error if assembler.streamed else _Retry(error)
         return assembler.turn()
 
-    async def _read_stream(
-        self, response: aiohttp.ClientResponse, assembler: TurnAssembler
-    ) -> None:
-        """Feed the SSE lines to `assembler`, handing new text to `on_text_delta`."""
-        async for line in _lines(response.content):
-            payload = parse_sse_line(line)
-            if payload is None:
-                assembler.done = True
-                return
-            text = assembler.add_chunk(payload)
-            if text and self.on_text_delta is not None:
-                assembler.streamed = True
-                await self.on_text_delta(text)
-
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_stream(
+    response: aiohttp.ClientResponse, assembler: TurnAssembler, on_text: TextSink | None
+) -> None:
+    """Feed the SSE lines to `assembler`, handing each content delta to `on_text` at once."""
+    async for line in _lines(response.content):
+        payload = parse_sse_line(line)
+        if payload is None:
+            assembler.done = True
+            return
+        text = assembler.add_chunk(payload)
+        if text and on_text is not None:
+            assembler.streamed = True
+            await on_text(text)
 
 
 async def _check_status(response: aiohttp.ClientResponse) -> None:

@@ -33,7 +33,7 @@ class TurnAssembler:
     calls: dict[int, _PartialCall] = field(default_factory=dict)
     finish_reason: str | None = None
     done: bool = False
-    streamed: bool = False  # some text already went to `on_text_delta`
+    streamed: bool = False  # some text already went to the caller's `on_text`
 
     def add_chunk(self, chunk: Mapping[str, Any]) -> str:
         """Fold one chunk in; returns the text it added (possibly empty)."""

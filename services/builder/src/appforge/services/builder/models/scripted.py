@@ -3,13 +3,19 @@
 It picks the kind of app from keywords in the prompt and plans it the way a real model
 would, in steps: the page and its styles, then the logic and a look at the files, then a
 closing summary. The same prompt always yields the same turns and the same call ids.
+
+Its text streams the way a real model's does: a word at a time (`text_chunks`), with
+`chunk_delay` seconds between words (APPFORGE_SCRIPTED_STREAM_MS; 0, the default here and
+in tests, hands every word over at once). The pace changes only how the text arrives,
+never the turns or the files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -18,6 +24,7 @@ from appforge.services.builder.models.base import (
     LIST_FILES,
     WRITE_FILE,
     Exchange,
+    TextSink,
     ToolRequest,
     ToolResult,
     Turn,
@@ -58,6 +65,15 @@ _PATTERNS: Final = tuple(
     (kind, re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")s?\b", re.IGNORECASE))
     for kind, words in _KEYWORDS
 )
+
+
+# A word with the whitespace before it, as model tokens come; leading whitespace of its own.
+_CHUNK: Final = re.compile(r"\s*\S+|\s+")
+
+
+def text_chunks(text: str) -> list[str]:
+    """`text` a word at a time, each with the whitespace before it: joined, `text` again."""
+    return _CHUNK.findall(text)
 
 
 def classify(prompt: str) -> AppKind:
@@ -260,8 +276,27 @@ class ScriptedModel:
 
     name: Final = "scripted"
 
-    async def next_turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
-        return self.turn(prompt, history)
+    def __init__(
+        self,
+        *,
+        chunk_delay: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if chunk_delay < 0:
+            raise ValueError(f"chunk_delay must not be negative, got {chunk_delay}")
+        self.chunk_delay = chunk_delay
+        self._sleep = sleep
+
+    async def next_turn(
+        self, prompt: str, history: Sequence[Exchange], *, on_text: TextSink | None = None
+    ) -> Turn:
+        turn = self.turn(prompt, history)
+        if on_text is not None:
+            for n, chunk in enumerate(text_chunks(turn.text)):
+                if n and self.chunk_delay:
+                    await self._sleep(self.chunk_delay)
+                await on_text(chunk)
+        return turn
 
     def turn(self, prompt: str, history: Sequence[Exchange]) -> Turn:
         """The next turn, computed synchronously: `next_turn` without the coroutine."""
