@@ -95,7 +95,12 @@ def build_chat(
     )
     engine = engine or db.create_engine(url, pool_size=engine_share)
     bus = bus or create_bus(settings.redis_url)
-    store = MessageStore(engine, clock or HybridClock(), writer_pool_size=writer_share or None)
+    store = MessageStore(
+        engine,
+        clock or HybridClock(),
+        writer_pool_size=writer_share or None,
+        write_batches=settings.write_batches,
+    )
     service = ChatService(store, bus, settings, changes=ProtoChangeCodec())
     server = GrpcServer.serving(registration(service), settings, host=host, port=port)
     return ChatRuntime(service=service, server=server, engine=engine, bus=bus)

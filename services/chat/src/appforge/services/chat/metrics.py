@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 ASSISTANT_UPSERTS: Final = Counter(
     "appforge_chat_assistant_upserts", "UpsertAssistantMessage calls that were applied."
@@ -17,4 +17,13 @@ ASSISTANT_MESSAGES_CREATED: Final = Counter(
 WATCH_RESYNCS: Final = Counter(
     "appforge_chat_watch_resyncs",
     "WatchApp streams that fell behind (their buffer overflowed) and caught up in snapshots.",
+)
+WRITE_BATCHES: Final = Histogram(
+    "appforge_chat_write_batch_size",
+    "Assistant-message writes per PostgreSQL transaction (APPFORGE_WRITE_BATCHES).",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
+WRITE_BATCHES_RETRIED: Final = Counter(
+    "appforge_chat_write_batches_retried",
+    "Batches rolled back (one write refused, or a lost lock race) and sent again write by write.",
 )

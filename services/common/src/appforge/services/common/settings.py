@@ -57,6 +57,9 @@ class Settings:
     # Changes a WatchApp stream may fall behind by before it catches up in snapshots.
     watch_buffer: int = 1024
     db_pool_size: int = 20
+    # Batches of writes a process runs at once on PostgreSQL (chat's upserts); writes that
+    # arrive while all are busy leave together in the next one.
+    write_batches: int = 2
     metrics_port: int | None = None  # None: the service's default; 0: no metrics server
     limits: Limits = dataclasses.field(default_factory=Limits)
 
@@ -79,6 +82,7 @@ class Settings:
             watch_poll_interval=read_seconds(env, "APPFORGE_WATCH_POLL_INTERVAL", 5.0),
             watch_buffer=read_count(env, "APPFORGE_WATCH_BUFFER", 1024),
             db_pool_size=read_count(env, "APPFORGE_DB_POOL_SIZE", 20),
+            write_batches=read_count(env, "APPFORGE_WRITE_BATCHES", 2),
             metrics_port=read_port(env, "APPFORGE_METRICS_PORT"),
         )
 

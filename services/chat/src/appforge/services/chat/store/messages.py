@@ -21,16 +21,24 @@ class MessageStore:
     """Apps and messages in PostgreSQL or SQLite."""
 
     def __init__(
-        self, engine: AsyncEngine, clock: HybridClock, *, writer_pool_size: int | None = None
+        self,
+        engine: AsyncEngine,
+        clock: HybridClock,
+        *,
+        writer_pool_size: int | None = None,
+        write_batches: int = 2,
     ) -> None:
         """`writer_pool_size`: the PostgreSQL hot path's own connections (the engine's pool
-        size when not given; see `chat.bootstrap` for how a process splits its budget)."""
+        size when not given; see `chat.bootstrap` for how a process splits its budget);
+        `write_batches`: how many batches of upserts it runs at once (APPFORGE_WRITE_BATCHES)."""
         self.engine = engine
         self.clock = clock
         self._writer: PgAssistantWriter | SqlAssistantWriter
         if is_postgres(engine):
             size = writer_pool_size or engine.pool.size()  # type: ignore[attr-defined]
-            self._writer = PgAssistantWriter(engine, clock, pool_size=size)
+            self._writer = PgAssistantWriter(
+                engine, clock, pool_size=size, batches_in_flight=write_batches
+            )
         else:
             self._writer = SqlAssistantWriter(engine, clock)
 

@@ -1,9 +1,11 @@
-"""The PostgreSQL hot path of UpsertAssistantMessage: one round trip.
+"""The PostgreSQL hot path of UpsertAssistantMessage: one round trip, for one write or many.
 
 `chat_upsert_assistant_v2` (sql/chat_upsert_assistant_v2.sql, migration chat_0003) locks
 or creates the execution's message, merges the items with the rules of `domain.py`, bumps
 the app's change cursor and returns what changed, all in one statement, so no lock is ever
 held across a round trip to this process and nothing on the way grows with the message.
+Under load, writes that wait for a connection leave together through
+`chat_upsert_assistant_batch_v1` (migration chat_0004): one round trip and one commit.
 The portable path in `assistant.py` (used on SQLite) applies the same rules in Python;
 tests/integration/test_store_agrees_with_domain.py keeps both in agreement with the domain.
 """
@@ -11,8 +13,10 @@ tests/integration/test_store_agrees_with_domain.py keeps both in agreement with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -29,6 +33,7 @@ from appforge.services.chat.domain import (
     UpsertResult,
     assemble_flow,
 )
+from appforge.services.chat.metrics import WRITE_BATCHES, WRITE_BATCHES_RETRIED
 from appforge.services.chat.store.rows import (
     StoredFlow,
     call_from_row,
@@ -37,6 +42,7 @@ from appforge.services.chat.store.rows import (
     new_id,
     with_flow,
 )
+from appforge.services.common.batching import Outcome, WriteBatcher
 from appforge.services.common.clock import HybridClock
 from appforge.services.common.db import translate_errors
 from appforge.services.common.errors import (
@@ -47,6 +53,16 @@ from appforge.services.common.errors import (
 )
 
 UPSERT = "SELECT chat_upsert_assistant_v2($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7)::text"
+UPSERT_BATCH = "SELECT chat_upsert_assistant_batch_v1($1::jsonb)::text"
+# The largest batch of BASIC writes (see `WriteBatcher`): PostgreSQL holds a batch's locks
+# until it commits, so it stays short. How many run at once is APPFORGE_WRITE_BATCHES.
+BATCH_SIZE = 32
+# Lost lock races: the batch was rolled back whole, its writes go again one by one.
+_RETRY_ALONE = (
+    asyncpg.exceptions.RaiseError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
 FLOW_ITEMS = "SELECT seq, kind, text, timestamp_us FROM chat_flow_items WHERE execution_id = $1"
 TOOL_CALLS = (
     "SELECT call_id, seq, position, name, status, arguments_json, result_json, error,"
@@ -72,20 +88,68 @@ _CALL_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write as `chat_upsert_assistant_v2` takes it."""
+
+    message_id: str
+    app_id: str
+    execution_id: str
+    items_json: str
+    status: int | None
+    metadata_json: str | None
+    now: int
+
+    def args(self) -> tuple[object, ...]:
+        return (
+            self.message_id,
+            self.app_id,
+            self.execution_id,
+            self.items_json,
+            self.status,
+            self.metadata_json,
+            self.now,
+        )
+
+    def batch_element(self) -> str:
+        """The write as an element of `chat_upsert_assistant_batch_v1`'s array."""
+        head = json.dumps([self.message_id, self.app_id, self.execution_id])
+        status = "null" if self.status is None else str(self.status)
+        return f"{head[:-1]},{self.items_json},{status},{self.metadata_json or 'null'},{self.now}]"
+
+
 class PgAssistantWriter:
     """UpsertAssistantMessage on PostgreSQL through its own asyncpg pool.
 
     A plain asyncpg pool, not the engine's: checking a raw connection out through
     SQLAlchemy's async adapter costs more than the whole statement on this path. Its size
     is this path's share of the process's pool budget (see `chat.bootstrap`).
+
+    BASIC writes go through a `WriteBatcher`: alone when a slot is free, else together in
+    one `chat_upsert_assistant_batch_v1` call (one round trip, one commit). FULL writes
+    read the flow in their own transaction and go alone.
     """
 
-    def __init__(self, engine: AsyncEngine, clock: HybridClock, *, pool_size: int) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: HybridClock,
+        *,
+        pool_size: int,
+        batches_in_flight: int = 2,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
         self.dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.clock = clock
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._batcher: WriteBatcher[Write, UpsertResult] = WriteBatcher(
+            self.run_batch,
+            key=lambda write: write.execution_id,
+            in_flight=max(1, min(batches_in_flight, pool_size)),
+            max_size=batch_size,
+        )
 
     async def _acquire_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -97,36 +161,79 @@ class PgAssistantWriter:
         return self._pool
 
     async def close(self) -> None:
-        """Close the pool (a later upsert opens a new one)."""
+        """Finish the batches under way, close the pool (a later upsert opens a new one)."""
+        await self._batcher.drain()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
+    def write(self, upsert: AssistantUpsert) -> Write:
+        """The upsert as the function takes it, stamped now."""
+        return Write(
+            message_id=new_id(),
+            app_id=upsert.app_id,
+            execution_id=upsert.execution_id,
+            items_json=json.dumps([_item_json(n, item) for n, item in enumerate(upsert.items)]),
+            status=None if upsert.status is None else int(upsert.status),
+            metadata_json=_metadata_json(upsert),
+            now=self.clock.tick(),
+        )
+
     async def upsert(self, upsert: AssistantUpsert, view: MessageView) -> UpsertResult:
         """Create or update the execution's message; FULL reads its whole flow after the
         write, in the same transaction (so it is the state this write left)."""
-        args = (
-            new_id(),
-            upsert.app_id,
-            upsert.execution_id,
-            json.dumps([_item_json(n, item) for n, item in enumerate(upsert.items)]),
-            None if upsert.status is None else int(upsert.status),
-            _metadata_json(upsert),
-            self.clock.tick(),
-        )
+        write = self.write(upsert)
+        if view is not MessageView.FULL:
+            return await self._batcher.submit(write)
         async with translate_errors("upserting a message"):
             pool = await self._acquire_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                with _domain_errors():
+                    result = _decode(json.loads(await conn.fetchval(UPSERT, *write.args())))
+                return await _with_flow(conn, result, upsert.execution_id)
+
+    async def run_batch(self, writes: Sequence[Write]) -> list[Outcome[UpsertResult]]:
+        """The writes in one transaction, in order within each execution; if one is
+        refused (or the batch lost a lock race), nothing of the batch was written and each
+        goes again alone, so every caller gets its own answer."""
+        WRITE_BATCHES.observe(len(writes))
+        async with translate_errors("upserting messages"):
+            pool = await self._acquire_pool()
+            if len(writes) == 1:
+                return [await _alone(pool, writes[0])]
+            # Stable: an execution's writes keep their order; every batch takes app rows
+            # in the same order, so two batches cannot deadlock on them.
+            order = sorted(range(len(writes)), key=lambda n: writes[n].app_id)
+            batch = "[" + ",".join(writes[n].batch_element() for n in order) + "]"
             try:
-                if view is MessageView.FULL:
-                    async with pool.acquire() as conn, conn.transaction():
-                        result = _decode(json.loads(await conn.fetchval(UPSERT, *args)))
-                        return await _with_flow(conn, result, upsert.execution_id)
-                return _decode(json.loads(await pool.fetchval(UPSERT, *args)))
-            except asyncpg.exceptions.RaiseError as exc:
-                kind = _ERRORS.get(getattr(exc, "detail", "") or "")
-                if kind is None:
-                    raise
-                raise kind(exc.args[0] if exc.args else str(exc), field=exc.hint) from exc
+                answers = json.loads(await pool.fetchval(UPSERT_BATCH, batch))
+            except _RETRY_ALONE:
+                WRITE_BATCHES_RETRIED.inc()
+                return [await _alone(pool, write) for write in writes]
+        answer_of = dict(zip(order, answers, strict=True))
+        return [_decode(answer_of[n]) for n in range(len(writes))]
+
+
+async def _alone(pool: asyncpg.Pool, write: Write) -> Outcome[UpsertResult]:
+    """One write in its own transaction: its result, or the error it is refused with."""
+    try:
+        with _domain_errors():
+            return _decode(json.loads(await pool.fetchval(UPSERT, *write.args())))
+    except AppforgeError as exc:
+        return exc
+
+
+@contextlib.contextmanager
+def _domain_errors() -> Iterator[None]:
+    """The function's refusals (SQLSTATE P0001, DETAIL = the kind, HINT = the field) as
+    the domain's errors."""
+    try:
+        yield
+    except asyncpg.exceptions.RaiseError as exc:
+        kind = _ERRORS.get(getattr(exc, "detail", "") or "")
+        if kind is None:
+            raise
+        raise kind(exc.args[0] if exc.args else str(exc), field=exc.hint) from exc
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -24,7 +24,13 @@ messages = sa.Table(
     "chat_messages",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("app_id", sa.String(36), sa.ForeignKey("chat_apps.id"), nullable=False),
+    # Checked at commit (chat_0004): see that migration for why.
+    sa.Column(
+        "app_id",
+        sa.String(36),
+        sa.ForeignKey("chat_apps.id", deferrable=True, initially="DEFERRED"),
+        nullable=False,
+    ),
     sa.Column("role", sa.SmallInteger, nullable=False),
     sa.Column("execution_id", sa.String(128), nullable=True),
     sa.Column("request_id", sa.String(128), nullable=True),
