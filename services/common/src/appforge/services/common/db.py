@@ -70,6 +70,17 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def standalone(engine: AsyncEngine) -> AsyncEngine:
+    """The engine (same pool) for statements that stand alone, on PostgreSQL in autocommit:
+    one statement is atomic by itself, and SQLAlchemy's BEGIN and COMMIT would add two
+    round trips to each. On SQLite, whose transactions are opened by hand (BEGIN
+    IMMEDIATE, see `create_engine`), the engine itself. Write with `.begin()` (a no-op
+    transaction in autocommit, a real one on SQLite), read with `.connect()`."""
+    if not is_postgres(engine):
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def is_postgres(engine: AsyncEngine | AsyncConnection) -> bool:
     """True on PostgreSQL, False on SQLite."""
     return engine.dialect.name == "postgresql"

@@ -11,6 +11,7 @@ from appforge.services.builder.store.deploys import DeployQueries
 from appforge.services.builder.store.executions import ExecutionQueries
 from appforge.services.builder.store.notices import NoticeQueries
 from appforge.services.builder.store.versions import VersionQueries
+from appforge.services.common.db import standalone
 
 __all__ = ["ExecutionStore"]
 
@@ -21,3 +22,4 @@ class ExecutionStore(ExecutionQueries, CallQueries, VersionQueries, DeployQuerie
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.statements = standalone(engine)

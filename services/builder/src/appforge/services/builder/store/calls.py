@@ -34,6 +34,7 @@ class CallQueries:
     """An execution's tool calls, and the sweep of those past their deadline."""
 
     engine: AsyncEngine
+    statements: AsyncEngine  # the same pool, for single statements (no BEGIN/COMMIT)
 
     async def add_calls(
         self,
@@ -117,12 +118,12 @@ class CallQueries:
             .values(updated_us=now_us, **values)
             .returning(tool_calls.c.call_id)
         )
-        async with translate_errors("updating a tool call"), self.engine.begin() as conn:
+        async with translate_errors("updating a tool call"), self.statements.begin() as conn:
             return (await conn.execute(stmt)).first() is not None
 
     async def calls(self, execution_id: str) -> list[RecordedCall]:
         """Every call of an execution, in flow order."""
-        async with translate_errors("reading tool calls"), self.engine.connect() as conn:
+        async with translate_errors("reading tool calls"), self.statements.connect() as conn:
             rows = await conn.execute(
                 sa.select(tool_calls)
                 .where(tool_calls.c.execution_id == execution_id)

@@ -30,6 +30,7 @@ class ExecutionQueries:
     """Creating, reading, heartbeating and ending executions; their flows' seqs and stamps."""
 
     engine: AsyncEngine
+    statements: AsyncEngine  # the same pool, for single statements (no BEGIN/COMMIT)
 
     async def create(
         self,
@@ -78,7 +79,7 @@ class ExecutionQueries:
 
     async def set_message(self, execution_id: str, message_id: str) -> None:
         """Remember the execution's assistant message once chat has created it."""
-        async with translate_errors("recording the message id"), self.engine.begin() as conn:
+        async with translate_errors("recording the message id"), self.statements.begin() as conn:
             await conn.execute(
                 executions.update()
                 .where(executions.c.id == execution_id)
@@ -100,7 +101,7 @@ class ExecutionQueries:
             )
             .where(executions.c.id == execution_id)
         )
-        async with translate_errors("reading an execution"), self.engine.connect() as conn:
+        async with translate_errors("reading an execution"), self.statements.connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             raise NotFound(f"no execution {execution_id!r}", field="execution_id")
@@ -124,7 +125,7 @@ class ExecutionQueries:
             .values(heartbeat_us=now_us)
             .returning(executions.c.id)
         )
-        async with translate_errors("heartbeating executions"), self.engine.begin() as conn:
+        async with translate_errors("heartbeating executions"), self.statements.begin() as conn:
             return {row.id for row in await conn.execute(stmt)}
 
     async def finish(
@@ -188,7 +189,7 @@ class ExecutionQueries:
             )
             .returning(executions.c.last_seq, executions.c.last_stamp_us)
         )
-        async with translate_errors("allocating flow stamps"), self.engine.begin() as conn:
+        async with translate_errors("allocating flow stamps"), self.statements.begin() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             raise NotFound(f"no execution {execution_id!r}", field="execution_id")
