@@ -39,7 +39,9 @@ class Tally:
     """Every event the watcher received: counted as it came off the wire, then applied."""
 
     def __init__(self) -> None:
-        self.messages = deltas.Messages()
+        # content=False: applying a delta costs what it carries (the content is built once,
+        # for the comparison with GetMessage, in `summary`).
+        self.messages = deltas.Messages(content=False)
         self.events = 0
         self.bytes = 0
         self.snapshots = 0
@@ -92,7 +94,12 @@ class Tally:
     def summary(self, message_id: str) -> dict[str, Any]:
         """The counts, this message's trace, and the message itself (deterministic bytes)."""
         message = self.messages.by_id.get(message_id)
-        whole = message.SerializeToString(deterministic=True) if message is not None else b""
+        whole = b""
+        if message is not None:
+            shown = chat_pb2.ChatMessage()
+            shown.CopyFrom(message)
+            shown.content = deltas.content_of(shown)
+            whole = shown.SerializeToString(deterministic=True)
         return {
             "events": self.events,
             "bytes": self.bytes,

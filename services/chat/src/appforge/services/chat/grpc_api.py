@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -89,40 +88,25 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 class WholeMessages:
     """The FULL view of a watch: every event carries the whole message.
 
-    Deltas are applied (`appforge.api.chat.v1.deltas`, the rules every client uses) to the
-    messages the stream has shown, at most `size` of them; one it forgot is read again.
+    Deltas are applied (`appforge.api.chat.v1.deltas.Messages`, the rules every client
+    uses, which also bound the memory a long message leaves behind) to the messages the
+    stream has shown, at most `size` of them; one it forgot, or cannot apply, is read again.
     """
 
     def __init__(
         self, read: Callable[[str], Awaitable[Message]], size: int = WHOLE_MESSAGES_MAX
     ) -> None:
         self.read = read
-        self.size = size
-        self._messages: OrderedDict[str, chat_pb2.ChatMessage] = OrderedDict()
+        self.messages = deltas.Messages(size=size)
 
     async def event(self, change: Change) -> chat_pb2.MessageEvent:
         event = convert.change_to_proto(change)
-        if event.WhichOneof("change") == "message":
-            message = chat_pb2.ChatMessage()
-            message.CopyFrom(event.message)  # a published event is shared: never mutate it
-        else:
-            message = await self._apply(event)
-        self._keep(message)
+        try:
+            message = self.messages.apply(event)
+        except deltas.DeltaMismatch:  # forgotten, or a version skipped: the stored message
+            read = convert.message_to_proto(await self.read(event.delta.message_id))
+            message = self.messages.put(read)
         return chat_pb2.MessageEvent(cursor=event.cursor, message=message)
-
-    async def _apply(self, event: chat_pb2.MessageEvent) -> chat_pb2.ChatMessage:
-        message = self._messages.get(event.delta.message_id)
-        if message is not None and message.version == event.delta.version - 1:
-            deltas.apply_delta(message, event.delta)
-            message.cursor = event.cursor
-            return message
-        return convert.message_to_proto(await self.read(event.delta.message_id))
-
-    def _keep(self, message: chat_pb2.ChatMessage) -> None:
-        self._messages[message.id] = message
-        self._messages.move_to_end(message.id)
-        if len(self._messages) > self.size:
-            self._messages.popitem(last=False)
 
 
 def watch_handler(handler: MethodHandler) -> MethodHandler:

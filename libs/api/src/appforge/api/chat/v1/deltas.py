@@ -9,6 +9,11 @@ as `GetMessage` would return it at that event's cursor:
     async for event in stub.WatchApp(chat_pb2.WatchAppRequest(app_id=app_id)):
         message = messages.apply(event)   # the whole message after this event
 
+`content` is derived from the flow, and keeping it costs the whole content on every delta
+(it is rewritten, not appended to). A client that renders the flow, or streams long texts,
+passes `Messages(content=False)`: each message's `content` is then left empty, applying an
+event costs what it carries, and `content_of(message)` builds the content when it is needed.
+
 The rules (chat.proto, `MessageDelta`): a delta applies to the message at `version - 1`; one
 at or below the message's version is already applied and is dropped. New items go in seq
 order; a text item grows by the piece at `offset`; a tools item's call replaces the call of
@@ -37,11 +42,14 @@ def content_of(message: chat_pb2.ChatMessage) -> str:
     )
 
 
-def apply_delta(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> bool:
+def apply_delta(
+    message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta, *, content: bool = True
+) -> bool:
     """Apply `delta` to `message` in place; False when it was already applied.
 
     Costs what the delta carries, not what the message holds (the usual append to the last
-    text item or new items at the end never walk the flow). Raises DeltaMismatch, leaving
+    text item or new items at the end never walk the flow), plus, with `content`, rewriting
+    the content; without it, `message.content` is left empty. Raises DeltaMismatch, leaving
     `message` as it was, when the delta is for another message, skips a version, or does
     not fit the items it names.
     """
@@ -54,7 +62,7 @@ def apply_delta(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> 
             f"delta to version {delta.version} on message at version {message.version}"
         )
     plan = _plan(message, delta.items)  # checks everything before changing anything
-    content = _content_after(message, delta.items, plan)
+    after = _content_after(message, delta.items, plan) if content else ""
     _apply_items(message, plan)
     if delta.status != chat_pb2.MESSAGE_STATUS_UNSPECIFIED:
         message.status = delta.status
@@ -62,7 +70,7 @@ def apply_delta(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> 
         message.metadata.fields[key].CopyFrom(value)
     message.version = delta.version
     message.updated_at.CopyFrom(delta.updated_at)
-    message.content = content_of(message) if content is None else content
+    message.content = content_of(message) if after is None else after
     return True
 
 
@@ -166,22 +174,75 @@ def _apply_items(message: chat_pb2.ChatMessage, plan: _Plan) -> None:
     message.flow.extend(flow)
 
 
-class Messages:
-    """The messages a WatchApp stream (either view) has shown, kept whole."""
+# Bytes written into a kept message (whose strings are never freed in place) beyond which
+# it is copied afresh, once they also pass its own size: memory stays within a small
+# multiple of what the messages hold, at an amortised cost per byte applied.
+COMPACT_MIN_BYTES = 64 * 1024
 
-    def __init__(self) -> None:
+
+def _written(message: chat_pb2.ChatMessage, delta: chat_pb2.MessageDelta) -> int:
+    """Bytes applying `delta` stored in `message`: a text that grows is stored again whole
+    (from its offset), and so is the content."""
+    grown = sum(c.message.offset for c in delta.items if c.WhichOneof("body") == "message")
+    return delta.ByteSize() + grown + len(message.content)
+
+
+class Messages:
+    """The messages a WatchApp stream (either view) has shown, kept whole.
+
+    `content=False` leaves each message's `content` empty (see the module's docstring);
+    `size` bounds how many messages are kept, the least recently changed forgotten first
+    (a delta of a forgotten message is then a DeltaMismatch, as before its snapshot).
+    """
+
+    def __init__(self, *, content: bool = True, size: int | None = None) -> None:
+        self.content = content
+        self.size = size
         self.by_id: dict[str, chat_pb2.ChatMessage] = {}
+        # Per message: bytes written since it was last copied, and the size that triggers it.
+        self._written: dict[str, tuple[int, int]] = {}
 
     def apply(self, event: chat_pb2.MessageEvent) -> chat_pb2.ChatMessage:
         """The whole message after `event` (the object kept here: copy it to keep it)."""
         if event.WhichOneof("change") == "message":
-            message = self.by_id.setdefault(event.message.id, chat_pb2.ChatMessage())
-            if event.message.version >= message.version:
-                message.CopyFrom(event.message)
-            return message
+            return self.put(event.message)
         message = self.by_id.get(event.delta.message_id)
         if message is None:
             raise DeltaMismatch(f"delta of message {event.delta.message_id} before its snapshot")
-        if apply_delta(message, event.delta):
+        if apply_delta(message, event.delta, content=self.content):
             message.cursor = event.cursor
+            message = self._compacted(message, _written(message, event.delta))
+        return self._keep(message)
+
+    def put(self, snapshot: chat_pb2.ChatMessage) -> chat_pb2.ChatMessage:
+        """Keep a copy of a whole message, unless a later version is kept already."""
+        message = self.by_id.get(snapshot.id)
+        if message is None or snapshot.version >= message.version:
+            message = chat_pb2.ChatMessage()
+            message.CopyFrom(snapshot)  # an event may be shared: never mutate it
+            if not self.content:
+                message.content = ""
+            self._written.pop(snapshot.id, None)
+        return self._keep(message)
+
+    def _keep(self, message: chat_pb2.ChatMessage) -> chat_pb2.ChatMessage:
+        self.by_id.pop(message.id, None)
+        self.by_id[message.id] = message  # the most recently changed last
+        if self.size is not None and len(self.by_id) > self.size:
+            forgotten = next(iter(self.by_id))
+            del self.by_id[forgotten]
+            self._written.pop(forgotten, None)
         return message
+
+    def _compacted(self, message: chat_pb2.ChatMessage, written: int) -> chat_pb2.ChatMessage:
+        """The message, copied afresh when what was written into it outgrew it: protobuf
+        keeps every string a message was ever given until the message itself is freed."""
+        total, limit = self._written.get(message.id, (0, COMPACT_MIN_BYTES))
+        total += written
+        if total < limit:
+            self._written[message.id] = (total, limit)
+            return message
+        fresh = chat_pb2.ChatMessage()
+        fresh.CopyFrom(message)
+        self._written[message.id] = (0, max(COMPACT_MIN_BYTES, fresh.ByteSize()))
+        return fresh
