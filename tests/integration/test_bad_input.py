@@ -98,6 +98,48 @@ CASES: list[tuple[str, str, Build, grpc.StatusCode, str]] = [
         "request_id",
     ),
     (
+        "create-nul-name",
+        "CreateApp",
+        lambda a, e: chat_pb2.CreateAppRequest(team_id="t", name="calc\x00"),
+        INVALID,
+        "name",
+    ),
+    (
+        "post-nul-content",
+        "PostUserMessage",
+        lambda a, e: chat_pb2.PostUserMessageRequest(app_id=a, content="build\x00 it"),
+        INVALID,
+        "content",
+    ),
+    (
+        "get-app-path-id",
+        "GetApp",
+        lambda a, e: chat_pb2.GetAppRequest(app_id="../etc"),
+        INVALID,
+        "app_id",
+    ),
+    (
+        "upsert-nul-text",
+        "UpsertAssistantMessage",
+        lambda a, e: upsert(a, e, text_item(1, "a\x00b")),
+        INVALID,
+        "items[0].message.text",
+    ),
+    (
+        "upsert-stamp-nanos",
+        "UpsertAssistantMessage",
+        lambda a, e: upsert(a, e, _stamped(text_item(1, "x"), 0, -1)),
+        INVALID,
+        "items[0].timestamp",
+    ),
+    (
+        "upsert-stamp-past-9999",
+        "UpsertAssistantMessage",
+        lambda a, e: upsert(a, e, _stamped(text_item(1, "x"), 253_402_300_800, 0)),
+        INVALID,
+        "items[0].timestamp",
+    ),
+    (
         "upsert-empty-app",
         "UpsertAssistantMessage",
         lambda a, e: upsert("", e, text_item(1, "x")),
@@ -344,6 +386,21 @@ async def test_request_over_the_transport_limit_is_resource_exhausted(chat: Chat
             chat_pb2.PostUserMessageRequest(app_id=app.id, content=huge)
         )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await table_counts(chat.runtime.engine) == before
+
+
+def _stamped(item: flow_pb2.FlowItem, seconds: int, nanos: int) -> flow_pb2.FlowItem:
+    item.timestamp.seconds, item.timestamp.nanos = seconds, nanos
+    return item
+
+
+async def test_bytes_that_are_not_the_request_are_invalid_argument(chat: ChatHandle) -> None:
+    before = await table_counts(chat.runtime.engine)
+    create = chat.channel.unary_unary("/appforge.chat.v1.ChatService/CreateApp", None, None)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(b"\xff\xff\xff")
+    assert err.value.code() == INVALID, err.value.details()
+    assert "not this method's request" in (err.value.details() or "")
     assert await table_counts(chat.runtime.engine) == before
 
 

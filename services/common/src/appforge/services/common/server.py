@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
 from appforge.services.common.logging import get_logger
 from appforge.services.common.metrics import RPC_SECONDS, RPCS
@@ -53,7 +54,8 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns `AppforgeError` into its status code and logs each RPC with its outcome."""
+    """Turns `AppforgeError` into its status code and logs each RPC with its outcome; checks
+    every request at the edge first (`edge`: undecodable bytes, NUL, timestamps)."""
 
     def __init__(self) -> None:
         # Handlers are fixed per method once registered: wrap each one once, not per call.
@@ -74,13 +76,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         else:
@@ -105,6 +107,7 @@ def _wrap_unary(method: str, fn: Handler) -> Handler:
     async def wrapped(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         try:
+            check_request(request)
             response = await fn(request, context)
         except asyncio.CancelledError:
             RPCS.labels(method, "CANCELLED").inc()
@@ -126,6 +129,7 @@ def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
+            check_request(request)
             async for item in fn(request, context):
                 yield item
         except asyncio.CancelledError:

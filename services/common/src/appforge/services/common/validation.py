@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from appforge.services.common.errors import InvalidArgument, LimitExceeded
+from appforge.services.common.paths import component_problem
 from appforge.services.common.settings import Limits
 
 
 def require_id(value: str, field_name: str, limits: Limits) -> str:
-    """A non-empty identifier within the length limit, without control characters."""
+    """A non-empty identifier within the length limit, without control characters, that is
+    one path component (no `/` or `\\`, not `.` or `..`)."""
     if not value:
         raise InvalidArgument("must not be empty", field=field_name)
     if len(value) > limits.max_id_length:
@@ -18,6 +20,9 @@ def require_id(value: str, field_name: str, limits: Limits) -> str:
         raise InvalidArgument(
             "must be printable, without surrounding white space", field=field_name
         )
+    if (problem := component_problem(value)) is not None:
+        # Ids name directories, object keys and Redis keys: one component, never a path.
+        raise InvalidArgument(f"{problem}; an id must not look like a path", field=field_name)
     return value
 
 
