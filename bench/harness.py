@@ -300,6 +300,11 @@ def py_spy_command() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
+# py-spy names a file by its path below the sys.path entry it came from: the workspace's
+# members show as `(chat/store/pg_writer.py:12)`, `(common/server.py:80)`, ...
+APPFORGE_FRAMES = ("(chat/", "(builder/", "(deployer/", "(common/", "(api/", "(appforge/")
+
+
 def _frame_package(frame: str) -> str:
     """`fn (sqlalchemy/sql/elements.py:12)` -> `sqlalchemy`."""
     where = frame[frame.rfind("(") + 1 :]
@@ -322,7 +327,7 @@ def summarise_collapsed(path: Path, top: int = 15) -> str:
         threads["main" if "MainThread" in frames[0] else "other threads"] += count
         own[_frame_package(frames[-1])] += count
         for frame in set(frames):
-            if "(appforge/" in frame and "cli.py" not in frame:
+            if any(part in frame for part in APPFORGE_FRAMES):
                 inclusive[frame] += count
     if total == 0:
         return "py-spy: no samples"

@@ -16,7 +16,7 @@ from .load import Pacer
 from .script import FINAL_TEXT, build_turns, turn_calls, turn_text
 
 
-def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+def sse_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     payload = {
         "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
@@ -31,7 +31,7 @@ PROMPT_NUMBER = re.compile(rb"bench build (\d+):")
 
 def turn_reply(turn: int, calls: int) -> bytes:
     """The SSE answer of a turn with tools: its text, then each call in one delta."""
-    parts = [_chunk({"role": "assistant", "content": turn_text(turn)})]
+    parts = [sse_chunk({"role": "assistant", "content": turn_text(turn)})]
     for index, (call_id, name, arguments) in enumerate(turn_calls(turn, calls)):
         call = {
             "index": index,
@@ -39,15 +39,15 @@ def turn_reply(turn: int, calls: int) -> bytes:
             "type": "function",
             "function": {"name": name, "arguments": json.dumps(arguments)},
         }
-        parts.append(_chunk({"tool_calls": [call]}))
-    parts.append(_chunk({}, "tool_calls"))
+        parts.append(sse_chunk({"tool_calls": [call]}))
+    parts.append(sse_chunk({}, "tool_calls"))
     return b"".join(parts) + b"data: [DONE]\n\n"
 
 
 def final_reply() -> bytes:
     return (
-        _chunk({"role": "assistant", "content": FINAL_TEXT})
-        + _chunk({}, "stop")
+        sse_chunk({"role": "assistant", "content": FINAL_TEXT})
+        + sse_chunk({}, "stop")
         + b"data: [DONE]\n\n"
     )
 

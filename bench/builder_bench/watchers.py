@@ -119,7 +119,7 @@ class WatchState:
         }
 
 
-async def _watch_one(
+async def watch_one(
     stub: Any, state: WatchState, watcher: int, app_id: str, closing: asyncio.Event
 ) -> None:
     after = 0
@@ -137,7 +137,7 @@ async def _watch_one(
             await asyncio.sleep(0.1)
 
 
-async def _probe_lag(state: WatchState) -> None:
+async def probe_lag(state: WatchState) -> None:
     loop = asyncio.get_running_loop()
     while True:
         before = loop.time()
@@ -161,18 +161,18 @@ async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> Non
     ]
     stubs = [chat_pb2_grpc.ChatServiceStub(channel) for channel in channels]
     tasks = [
-        asyncio.create_task(_watch_one(stubs[w % len(stubs)], state, w, app, closing))
+        asyncio.create_task(watch_one(stubs[w % len(stubs)], state, w, app, closing))
         for w, app in enumerate(apps)
     ]
-    tasks.append(asyncio.create_task(_probe_lag(state)))
+    tasks.append(asyncio.create_task(probe_lag(state)))
     try:
         await asyncio.wait_for(state.all_ready.wait(), READY_TIMEOUT_S)
-        _reply({"ready": len(apps)})
+        send_reply({"ready": len(apps)})
         while line := await reader.readline():
             command = json.loads(line)
             if command["cmd"] == "report":
                 windows = [state.window(*w) for w in command["windows"]]
-                _reply({"windows": windows})
+                send_reply({"windows": windows})
             elif command["cmd"] == "exit":
                 break
     finally:
@@ -184,7 +184,7 @@ async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> Non
             await channel.close(None)
 
 
-def _reply(payload: dict[str, Any]) -> None:
+def send_reply(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
 

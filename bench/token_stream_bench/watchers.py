@@ -1,0 +1,125 @@
+"""The watcher processes' side: every token each watcher receives, with its latency.
+
+The processes are driven by `builder_bench.watchers.WatcherPool` (the bench script with
+`--watch-child`, JSON lines on stdin/stdout) and their records merged by its
+`merge_watchers`. `TokenWatchState` is builder_bench's `WatchState` with tokens where it
+has flow items: each token of an item (its key `execution:seq:index`, its stamp the
+emission time its word says) is recorded for a watcher when that watcher receives the
+token's last character, so `WatchState.window` reports tokens as it reports items.
+
+A watcher reads the BASIC view (the default): a message's first event is a snapshot, whose
+text items hold their whole text so far; each later event a delta, whose text items hold
+the appended piece at its offset. Text is read straight from those items, not through
+`deltas.Messages`: what is measured is when the text arrives, and rebuilding the message
+would only add the watcher's own work to every latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from builder_bench.watchers import (
+    READY_TIMEOUT_S,
+    STREAMS_PER_CHANNEL,
+    WatchState,
+    probe_lag,
+    send_reply,
+    watch_one,
+)
+from harness import CHANNEL_OPTIONS
+
+from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+
+from .tokens import TextTokens
+
+NO_CHANGE = chat_pb2.MessageEvent()
+
+
+class TokenWatchState(WatchState):
+    """What one watcher process saw: every (watcher, token) arrival, every event."""
+
+    def __init__(self, apps: Sequence[str], first: int) -> None:
+        super().__init__(apps, first)
+        self.texts = [TextTokens() for _ in apps]
+
+    def on_event(self, watcher: int, event: chat_pb2.MessageEvent, received: int) -> None:
+        # WatchState's own bookkeeping (the event's time, the watcher ready), without the
+        # items it would record: an event with no change holds none.
+        super().on_event(watcher, NO_CHANGE, received)
+        if event.WhichOneof("change") == "delta":
+            flow, execution_id = event.delta.items, event.delta.execution_id
+        else:
+            flow, execution_id = event.message.flow, event.message.execution_id
+        texts = self.texts[watcher]
+        for item in flow:
+            if item.WhichOneof("body") != "message":
+                continue
+            part = item.message
+            item_key = f"{execution_id}:{item.seq}"
+            for index, latency in texts.feed(
+                execution_id, item.seq, part.offset, part.text, received
+            ):
+                self._record(watcher, (item_key, index), received - latency, latency)
+
+    def _record(self, watcher: int, key: tuple[str, int], stamp: int, latency: int) -> None:
+        token = self.item_ids.get(key)
+        if token is None:
+            token = self.item_ids[key] = len(self.item_stamps)
+            self.item_stamps.append(stamp)
+            self.item_keys.append(f"{key[0]}:{key[1]}")
+        self.s_item.append(token)
+        self.s_watcher.append(watcher)
+        self.s_latency.append(latency)
+
+    def window(self, name: str, start: int, end: int) -> dict[str, Any]:
+        """`WatchState.window` for tokens, with the text the watchers could not read and
+        when the last token emitted in [start, end) arrived."""
+        data = super().window(name, start, end)
+        last = 0
+        for token, latency in zip(self.s_item, self.s_latency, strict=True):
+            stamp = self.item_stamps[token]
+            if start <= stamp < end:
+                last = max(last, stamp + latency)
+        data["last_arrival_us"] = last
+        data["gaps"] = sum(texts.gaps for texts in self.texts)
+        data["foreign"] = sum(texts.foreign for texts in self.texts)
+        return data
+
+
+async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> None:
+    """A watcher process: `apps[i]` is watcher i's app. The protocol is builder_bench's:
+    `ready` once every watcher has had its first event, then `report` and `exit`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    state = TokenWatchState(apps, first)
+    closing = asyncio.Event()
+    options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    count = max(1, math.ceil(len(apps) / STREAMS_PER_CHANNEL))
+    channels = [grpc.aio.insecure_channel(chat_address, options=options) for _ in range(count)]
+    stubs = [chat_pb2_grpc.ChatServiceStub(channel) for channel in channels]
+    tasks = [asyncio.create_task(probe_lag(state))]
+    for watcher, app_id in enumerate(apps):
+        stub = stubs[watcher % len(stubs)]
+        tasks.append(asyncio.create_task(watch_one(stub, state, watcher, app_id, closing)))
+    try:
+        await asyncio.wait_for(state.all_ready.wait(), READY_TIMEOUT_S)
+        send_reply({"ready": len(apps)})
+        while line := await reader.readline():
+            command = json.loads(line)
+            if command["cmd"] != "report":
+                break
+            send_reply({"windows": [state.window(*w) for w in command["windows"]]})
+    finally:
+        closing.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels:
+            await channel.close(None)
