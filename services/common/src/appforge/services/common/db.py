@@ -26,7 +26,28 @@ DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,  # the server is full: try again later
+    # The connection's protocol state was broken by a connection lost mid-operation.
+    asyncpg.exceptions.InternalClientError,
 )
+# SQLSTATEs of a server that is going away or not there yet: class 08 (connection
+# exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now.
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def connection_trouble(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from (SQLAlchemy wraps the driver's), says
+    the database is unreachable, going away or starting: a reason to answer UNAVAILABLE."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DRIVER_CONNECTION_ERRORS):
+            return True
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -94,14 +115,17 @@ def upsert_insert(bind: AsyncEngine | AsyncConnection, table: sa.Table) -> Any:
 
 @asynccontextmanager
 async def translate_errors(what: str) -> AsyncIterator[None]:
-    """Turn a database that is down or unreachable into `Unavailable`."""
+    """Turn a database that is down, unreachable, shutting down or starting up into
+    `Unavailable`, whichever layer (SQLAlchemy or asyncpg) noticed."""
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
         raise Unavailable(f"database unavailable while {what}: {exc.orig!r}") from exc
-    except DRIVER_CONNECTION_ERRORS as exc:
-        raise Unavailable(f"database unavailable while {what}: {exc!r}") from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise Unavailable(f"database connection lost while {what}") from exc
+        if exc.connection_invalidated or connection_trouble(exc):
+            raise Unavailable(f"database unavailable while {what}: {exc.orig!r}") from exc
+        raise
+    except Exception as exc:
+        if connection_trouble(exc):
+            raise Unavailable(f"database unavailable while {what}: {exc!r}") from exc
         raise

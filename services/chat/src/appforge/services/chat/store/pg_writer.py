@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ from appforge.services.chat.store.rows import (
 )
 from appforge.services.common.batching import Outcome, WriteBatcher
 from appforge.services.common.clock import HybridClock
-from appforge.services.common.db import translate_errors
+from appforge.services.common.db import connection_trouble, translate_errors
 from appforge.services.common.errors import (
     AppforgeError,
     FailedPrecondition,
@@ -187,7 +187,7 @@ class PgAssistantWriter:
             return await self._batcher.submit(write)
         async with translate_errors("upserting a message"):
             pool = await self._acquire_pool()
-            async with pool.acquire() as conn, conn.transaction():
+            async with _connection(pool) as conn, conn.transaction():
                 with _domain_errors():
                     result = _decode(json.loads(await conn.fetchval(UPSERT, *write.args())))
                 return await _with_flow(conn, result, upsert.execution_id)
@@ -206,7 +206,8 @@ class PgAssistantWriter:
             order = sorted(range(len(writes)), key=lambda n: writes[n].app_id)
             batch = "[" + ",".join(writes[n].batch_element() for n in order) + "]"
             try:
-                answers = json.loads(await pool.fetchval(UPSERT_BATCH, batch))
+                async with _connection(pool) as conn:
+                    answers = json.loads(await conn.fetchval(UPSERT_BATCH, batch))
             except _RETRY_ALONE:
                 WRITE_BATCHES_RETRIED.inc()
                 return [await _alone(pool, write) for write in writes]
@@ -218,9 +219,25 @@ async def _alone(pool: asyncpg.Pool, write: Write) -> Outcome[UpsertResult]:
     """One write in its own transaction: its result, or the error it is refused with."""
     try:
         with _domain_errors():
-            return _decode(json.loads(await pool.fetchval(UPSERT, *write.args())))
+            async with _connection(pool) as conn:
+                return _decode(json.loads(await conn.fetchval(UPSERT, *write.args())))
     except AppforgeError as exc:
         return exc
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection that goes back only in a known state: one whose call ended in
+    anything but the server's own answer (a connection lost mid-call, a cancellation) is
+    closed, so the pool opens a fresh one rather than handing it to the next request."""
+    async with pool.acquire() as connection:
+        try:
+            yield connection
+        except BaseException as exc:
+            answered = isinstance(exc, (asyncpg.PostgresError, AppforgeError))
+            if not answered or connection_trouble(exc):
+                connection.terminate()
+            raise
 
 
 @contextlib.contextmanager
