@@ -50,3 +50,10 @@ def test_values_from_the_environment() -> None:
 def test_bad_values_are_refused_naming_the_variable(name: str, raw: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name} {needle}"):
         BuilderSettings.from_env({name: raw})
+
+
+def test_the_admission_limit() -> None:
+    assert BuilderSettings.from_env({}).max_running == 64
+    assert BuilderSettings.from_env({"APPFORGE_BUILDER_MAX_RUNNING": "5"}).max_running == 5
+    with pytest.raises(ConfigError, match="APPFORGE_BUILDER_MAX_RUNNING"):
+        BuilderSettings.from_env({"APPFORGE_BUILDER_MAX_RUNNING": "0"})

@@ -41,6 +41,7 @@ from appforge.services.common.errors import (
     AppforgeError,
     FailedPrecondition,
     InvalidArgument,
+    Overloaded,
     Unavailable,
 )
 from appforge.services.common.flow import FlowItem
@@ -112,6 +113,7 @@ class BuilderService:
             ),
         )
         self._runs: dict[str, _Run] = {}
+        self._admitting = 0  # Builds past the admission check, not in `_runs` yet
         self._closing = False
 
     # --- Build ---------------------------------------------------------------------------
@@ -126,8 +128,27 @@ class BuilderService:
                 return
 
     async def start(self, request: BuildInput) -> asyncio.Queue[BuildEvent]:
-        """Start an execution; the queue of its events, `started` first."""
+        """Start an execution; the queue of its events, `started` first.
+
+        Past `max_running` executions here (those running and those being started), the
+        Build is refused at once, before anything is written: under a burst, the excess
+        fails fast with RESOURCE_EXHAUSTED instead of queueing for the caller's deadline
+        and slowing every other RPC of this replica.
+        """
         self._refuse_when_closing()
+        limit = self.builder.max_running
+        if len(self._runs) + self._admitting >= limit:
+            raise Overloaded(
+                f"this builder is running its limit of {limit} executions "
+                "(APPFORGE_BUILDER_MAX_RUNNING); try again shortly"
+            )
+        self._admitting += 1
+        try:
+            return await self._start(request)
+        finally:
+            self._admitting -= 1
+
+    async def _start(self, request: BuildInput) -> asyncio.Queue[BuildEvent]:
         model = self._model(request.model)
         app_id = require_id(request.app_id, "app_id", self.limits)
         optional_id(request.request_id, "request_id", self.limits)

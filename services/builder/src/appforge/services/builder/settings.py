@@ -19,7 +19,8 @@ class BuilderSettings:
     """The builder: deadlines, the sweeper, the default model (APPFORGE_*, OPENAI_*), and
     how a turn's text streams into the flow: pending text is written `stream_flush_ms`
     after it began to wait, or at once when `stream_flush_chars` are pending; the scripted
-    model waits `scripted_stream_ms` between words (0: no wait)."""
+    model waits `scripted_stream_ms` between words (0: no wait). A replica runs at most
+    `max_running` executions; a Build past that is refused at once (admission control)."""
 
     tool_timeout: float = 60.0
     sweep_interval: float = 5.0
@@ -34,6 +35,7 @@ class BuilderSettings:
     stream_flush_ms: float = 50.0
     stream_flush_chars: int = 256
     scripted_stream_ms: float = 20.0
+    max_running: int = 64  # executions one replica runs at once; one more is refused
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BuilderSettings:
@@ -58,6 +60,7 @@ class BuilderSettings:
             scripted_stream_ms=read_millis(
                 env, "APPFORGE_SCRIPTED_STREAM_MS", 20.0, zero_allowed=True
             ),
+            max_running=read_count(env, "APPFORGE_BUILDER_MAX_RUNNING", 64),
         )
         if model == "openai" and not settings.openai_configured:
             raise ConfigError(

@@ -65,6 +65,13 @@ class LimitExceeded(InvalidArgument):
     limit is refused by gRPC itself with RESOURCE_EXHAUSTED)."""
 
 
+class Overloaded(AppforgeError):
+    """The service is at a configured limit of concurrent work: nothing was done, and the
+    same request can succeed later (RESOURCE_EXHAUSTED)."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
 class DeadlineExceeded(AppforgeError):
     """The caller's deadline passed before the work finished."""
 

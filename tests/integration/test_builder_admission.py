@@ -1,0 +1,89 @@
+"""Admission control: a builder runs at most APPFORGE_BUILDER_MAX_RUNNING executions. A
+burst of Builds past it is refused at once with RESOURCE_EXHAUSTED, writes nothing (no user
+message, no execution, no assistant message), and leaves the builder's other RPCs
+answering; a slot freed by an execution that ended is taken by the next Build."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import sqlalchemy as sa
+
+from appforge.api.builder.v1 import builder_pb2
+from appforge.services.builder.tables import executions
+from tests.helpers import table_counts
+from tests.integration.builder_fixtures import (
+    BuildCall,
+    GatedWorkspace,
+    OneBatchModel,
+    collect,
+    read_started,
+    running_builder,
+)
+from tests.integration.builder_service_helpers import build
+from tests.integration.conftest import ChatHandle, NewApp
+
+LIMIT = 3
+BURST = 40
+WAIT = 20.0
+
+
+async def _outcome(stream: BuildCall) -> builder_pb2.BuildStarted | grpc.StatusCode:
+    try:
+        return await read_started(stream)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+        assert "APPFORGE_BUILDER_MAX_RUNNING" in (exc.details() or "")
+        return exc.code()
+
+
+async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
+    backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
+) -> None:
+    async with running_builder(
+        database_url=backend[1],
+        chat_address=chat.address,
+        tmp=tmp_path,
+        models={"scripted": OneBatchModel({"index.html": "<p>hi</p>"})},
+        gate=1,  # every execution's one call waits for its gate: they stay running
+        max_running=LIMIT,
+    ) as handle:
+        apps = [await new_app() for _ in range(BURST)]
+        before = await table_counts(chat.runtime.engine)
+        streams = [handle.stub.Build(build(app.id)) for app in apps]
+        async with asyncio.timeout(WAIT):
+            outcomes = await asyncio.gather(*(_outcome(s) for s in streams))
+            started = [o for o in outcomes if isinstance(o, builder_pb2.BuildStarted)]
+            # While it is full, the builder's other RPCs still answer.
+            execution = await handle.stub.GetExecution(
+                builder_pb2.GetExecutionRequest(execution_id=started[0].execution_id)
+            )
+        assert len(started) == LIMIT and outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == (
+            BURST - LIMIT
+        )
+        assert execution.status == builder_pb2.EXECUTION_STATUS_RUNNING
+        after = await table_counts(chat.runtime.engine)
+        # Each admitted Build wrote its user message and its assistant message; no other did.
+        assert after["chat_messages"] - before["chat_messages"] == 2 * LIMIT
+        async with handle.runtime.engine.connect() as conn:
+            rows = await conn.scalar(sa.select(sa.func.count()).select_from(executions))
+        assert rows == LIMIT
+
+        # One execution ends: its slot goes to the next Build.
+        first = started[0].execution_id
+        workspace = handle.workspaces[first]
+        assert isinstance(workspace, GatedWorkspace)
+        async with asyncio.timeout(WAIT):
+            await workspace.arrived.wait()
+            workspace.release(["index.html"])
+            done = await collect(streams[outcomes.index(started[0])])
+        assert done[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+        later = handle.stub.Build(build(apps[-1].id, prompt="once more"))
+        async with asyncio.timeout(WAIT):
+            again = await _outcome(later)
+        assert isinstance(again, builder_pb2.BuildStarted)
+        for stream in streams:
+            stream.cancel()
+        later.cancel()
