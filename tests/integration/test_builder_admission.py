@@ -16,6 +16,7 @@ from appforge.services.builder.tables import executions
 from tests.helpers import table_counts
 from tests.integration.builder_fixtures import (
     BuildCall,
+    BuilderHandle,
     GatedWorkspace,
     OneBatchModel,
     collect,
@@ -39,6 +40,12 @@ async def _outcome(stream: BuildCall) -> builder_pb2.BuildStarted | grpc.StatusC
         return exc.code()
 
 
+async def _executions(handle: BuilderHandle) -> int:
+    """Rows of the builder's executions table (the database is shared by the session)."""
+    async with handle.runtime.engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(executions)) or 0)
+
+
 async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
     backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
 ) -> None:
@@ -52,6 +59,7 @@ async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
     ) as handle:
         apps = [await new_app() for _ in range(BURST)]
         before = await table_counts(chat.runtime.engine)
+        executions_before = await _executions(handle)
         streams = [handle.stub.Build(build(app.id)) for app in apps]
         async with asyncio.timeout(WAIT):
             outcomes = await asyncio.gather(*(_outcome(s) for s in streams))
@@ -67,9 +75,7 @@ async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
         after = await table_counts(chat.runtime.engine)
         # Each admitted Build wrote its user message and its assistant message; no other did.
         assert after["chat_messages"] - before["chat_messages"] == 2 * LIMIT
-        async with handle.runtime.engine.connect() as conn:
-            rows = await conn.scalar(sa.select(sa.func.count()).select_from(executions))
-        assert rows == LIMIT
+        assert await _executions(handle) - executions_before == LIMIT
 
         # One execution ends: its slot goes to the next Build.
         first = started[0].execution_id

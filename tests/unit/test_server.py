@@ -87,6 +87,9 @@ class FakeContext:
         self.aborted = (code, details)
         raise grpc.aio.AbortError()
 
+    def time_remaining(self) -> float | None:
+        return None  # the caller set no deadline
+
     def typed(self) -> Context:
         return cast(Context, self)
 

@@ -21,6 +21,7 @@ from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.services.builder.convert import files_to_proto
 from appforge.services.builder.domain import MessageStatus
 from appforge.services.builder.ports import UserMessage
+from appforge.services.common import deadlines
 from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.flow import FlowItem
 from appforge.services.common.flow_proto import item_to_proto
@@ -41,6 +42,11 @@ class RetryPolicy:
     initial_backoff: float = 0.1
     max_backoff: float = 2.0
     timeout: float = 10.0
+
+    def bounded(self) -> float:
+        """One attempt's timeout: `timeout`, or less when the incoming call's deadline is
+        sooner (`deadlines.bounded`)."""
+        return deadlines.bounded(self.timeout)
 
 
 async def call_with_retries(
@@ -88,14 +94,15 @@ class GrpcChat(LazyChannel):
         )
         message = await self._call(
             "post_user_message",
-            lambda: self._stub().PostUserMessage(request, timeout=self.policy.timeout),
+            lambda: self._stub().PostUserMessage(request, timeout=self.policy.bounded()),
         )
         return UserMessage(id=message.id, app_id=message.app_id, content=message.content)
 
     async def user_message(self, message_id: str) -> UserMessage:
         request = chat_pb2.GetMessageRequest(message_id=message_id)
         message = await self._call(
-            "get_message", lambda: self._stub().GetMessage(request, timeout=self.policy.timeout)
+            "get_message",
+            lambda: self._stub().GetMessage(request, timeout=self.policy.bounded()),
         )
         if message.role != chat_pb2.ROLE_USER:
             raise FailedPrecondition(
@@ -122,7 +129,7 @@ class GrpcChat(LazyChannel):
         )
         message = await self._call(
             "upsert",
-            lambda: self._stub().UpsertAssistantMessage(request, timeout=self.policy.timeout),
+            lambda: self._stub().UpsertAssistantMessage(request, timeout=self.policy.bounded()),
         )
         return message.id
 
@@ -157,7 +164,7 @@ class GrpcDeployer(LazyChannel):
         )
         stub = deployer_pb2_grpc.DeployerServiceStub(self.channel())
         deployment = await call_with_retries(
-            lambda: stub.Deploy(request, timeout=self.policy.timeout),
+            lambda: stub.Deploy(request, timeout=self.policy.bounded()),
             service="deployer",
             what="deploy",
             policy=self.policy,

@@ -44,6 +44,7 @@ from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.text_stream import FlushPolicy, Sleep, TextStream
 from appforge.services.builder.tool_runs import BatchRunner, CallOutcome
 from appforge.services.builder.workspace import Workspace
+from appforge.services.common import deadlines
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.flow import FlowItem, ToolStatus
@@ -148,7 +149,9 @@ class ExecutionRunner:
         return self._task
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self.run(), name=f"execution-{self.execution_id}")
+        self._task = asyncio.create_task(  # it outlives the Build call: not bound by its deadline
+            self.run(), name=f"execution-{self.execution_id}", context=deadlines.detached()
+        )
         return self._task
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from appforge.services.common import deadlines
 from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
 from appforge.services.common.logging import get_logger
@@ -109,7 +110,8 @@ def _wrap_unary(method: str, fn: Handler) -> Handler:
         started = time.perf_counter()
         try:
             check_request(request)
-            response = await fn(request, context)
+            with deadlines.serving(context.time_remaining()):
+                response = await fn(request, context)
         except asyncio.CancelledError:
             RPCS.labels(method, "CANCELLED").inc()
             raise
@@ -131,6 +133,8 @@ def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
         started = time.perf_counter()
         try:
             check_request(request)
+            # Not reset across the yields: the stream's task, and its context, end with it.
+            deadlines.set_remaining(context.time_remaining())
             async for item in fn(request, context):
                 yield item
         except asyncio.CancelledError:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.common import deadlines
 from appforge.services.common.proto import struct
 from appforge.services.common.rpc import LazyChannel
 
@@ -36,5 +37,5 @@ class GrpcChatNotifier(LazyChannel):
                 metadata=struct(metadata),
                 view=chat_pb2.MESSAGE_VIEW_BASIC,  # the reply is not read: the smallest one
             ),
-            timeout=self.timeout,
+            timeout=deadlines.bounded(self.timeout),
         )
