@@ -36,6 +36,12 @@ STOP_GRACE_S = 10.0
 
 
 MIGRATE_TIMEOUT_S = 120.0
+# A bench measures what the system sustains, not its admission limits: every bench build is
+# of one team, "bench", and a builder's own cap must not cut the load a bench offers.
+UNCAPPED_BUILDS = {
+    "APPFORGE_TEAM_MAX_RUNNING_BUILDS": "100000",
+    "APPFORGE_BUILDER_MAX_RUNNING": "100000",
+}
 
 
 def free_port() -> int:

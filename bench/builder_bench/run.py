@@ -16,6 +16,7 @@ from harness import (
     CALL_TIMEOUT_S,
     CHANNEL_OPTIONS,
     MIGRATE_TIMEOUT_S,
+    UNCAPPED_BUILDS,
     Child,
     appforge_command,
     bench_database,
@@ -94,6 +95,7 @@ async def start_services(
         "OPENAI_API_KEY": "x",
         "APPFORGE_OPENAI_MODEL": "bench",
         "APPFORGE_MAX_TURNS": str(config.max_turns + 5),
+        **UNCAPPED_BUILDS,
     }
     builder = serve_child("builder", ports["builder"], builder_env, logs)
     await stack.enter_async_context(running(builder, addresses["builder"]))

@@ -16,6 +16,7 @@ from harness import (
     CALL_TIMEOUT_S,
     CHANNEL_OPTIONS,
     MIGRATE_TIMEOUT_S,
+    UNCAPPED_BUILDS,
     BenchError,
     Child,
     appforge_command,
@@ -60,6 +61,7 @@ async def start_services(
         # timed without that pause (the system's own cost, not a chosen delay).
         "APPFORGE_SCRIPTED_STREAM_MS": "0",
         "APPFORGE_LOG_LEVEL": config.log_level,
+        **UNCAPPED_BUILDS,
     }
     await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
     children = {

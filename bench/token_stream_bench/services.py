@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness import (
     MIGRATE_TIMEOUT_S,
+    UNCAPPED_BUILDS,
     Child,
     appforge_command,
     free_port,
@@ -57,6 +58,7 @@ def _environments(
             "APPFORGE_OPENAI_MODEL": "bench",
             "APPFORGE_OPENAI_TIMEOUT": f"{config.stream_s + MODEL_TIMEOUT_S:g}",
             "APPFORGE_STREAM_FLUSH_MS": f"{config.flush_ms:g}",
+            **UNCAPPED_BUILDS,
         },
     }
 

@@ -129,6 +129,9 @@ def service_env(
         APPFORGE_SHUTDOWN_GRACE="2",
         APPFORGE_WATCH_POLL_INTERVAL="2",
         APPFORGE_METRICS_PORT="0",  # many processes per test: no fixed ports
+        # The session's database keeps earlier tests' executions (some killed mid-run) of the
+        # same teams: the fair share is tested on its own.
+        APPFORGE_TEAM_MAX_RUNNING_BUILDS="100000",
     )
     return env
 

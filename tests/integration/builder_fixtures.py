@@ -134,6 +134,9 @@ class BuilderHandle:
     workspaces: dict[str, Workspace]
 
 
+UNBOUNDED_TEAM_SHARE = 100_000
+
+
 @contextlib.asynccontextmanager
 async def running_builder(
     *,
@@ -168,6 +171,9 @@ async def running_builder(
         return workspace
 
     deployer = RecordingDeployer()
+    # The session's database keeps other tests' executions of the same team: only the test
+    # of the fair share itself sets a small one.
+    builder_settings.setdefault("team_max_running", UNBOUNDED_TEAM_SHARE)
     runtime = build_builder(
         settings,
         dataclasses.replace(BuilderSettings(), **builder_settings),

@@ -67,6 +67,9 @@ class StreamingChat:
     async def post_user_message(self, *, app_id: str, content: str, request_id: str) -> UserMessage:
         return UserMessage(id="user-message", app_id=app_id, content=content)
 
+    async def team_of(self, app_id: str) -> str:
+        return "streaming-team"
+
     async def user_message(self, message_id: str) -> UserMessage:
         raise AssertionError("not used")
 
@@ -175,7 +178,7 @@ async def streaming_builder(
     chat, deployer = StreamingChat(), RecordingDeployer()
     runtime = build_builder(
         settings or Settings(data_dir=tmp),
-        dataclasses.replace(BuilderSettings(), **builder_settings),
+        dataclasses.replace(BuilderSettings(team_max_running=100_000), **builder_settings),
         host="127.0.0.1",
         port=0,
         engine=engine,

@@ -1,17 +1,22 @@
-"""Admission control: a builder runs at most APPFORGE_BUILDER_MAX_RUNNING executions. A
-burst of Builds past it is refused at once with RESOURCE_EXHAUSTED, writes nothing (no user
-message, no execution, no assistant message), and leaves the builder's other RPCs
-answering; a slot freed by an execution that ended is taken by the next Build."""
+"""Admission control and fair share: a builder runs at most APPFORGE_BUILDER_MAX_RUNNING
+executions, a team at most APPFORGE_TEAM_MAX_RUNNING_BUILDS across replicas. A Build past
+either is refused at once with RESOURCE_EXHAUSTED, writes nothing (no user message, no
+execution, no assistant message), and leaves the builder's other RPCs answering; a slot
+freed by an execution that ended is taken by the next Build."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 import sqlalchemy as sa
 
 from appforge.api.builder.v1 import builder_pb2
+from appforge.api.chat.v1 import chat_pb2
+from appforge.services.builder.models.base import Model
 from appforge.services.builder.tables import executions
 from tests.helpers import table_counts
 from tests.integration.builder_fixtures import (
@@ -93,3 +98,92 @@ async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
         for stream in streams:
             stream.cancel()
         later.cancel()
+
+
+async def _app_of(chat: ChatHandle, team_id: str) -> str:
+    app = await chat.stub.CreateApp(
+        chat_pb2.CreateAppRequest(team_id=team_id, name=f"share-{uuid.uuid4().hex[:8]}")
+    )
+    return app.id
+
+
+async def test_a_team_at_its_share_is_refused_and_other_teams_are_not(
+    backend: tuple[str, str, str | None], chat: ChatHandle, tmp_path: Path
+) -> None:
+    team, other = f"team-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:8]}"
+    async with running_builder(
+        database_url=backend[1],
+        chat_address=chat.address,
+        tmp=tmp_path,
+        models={"scripted": OneBatchModel({"index.html": "<p>hi</p>"})},
+        gate=1,
+        team_max_running=2,
+    ) as handle:
+        apps = [await _app_of(chat, team) for _ in range(3)]
+        first = [handle.stub.Build(build(app)) for app in apps[:2]]
+        async with asyncio.timeout(WAIT):
+            started = [await read_started(stream) for stream in first]
+            before, executions_before = (
+                await table_counts(chat.runtime.engine),
+                await _executions(handle),
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await read_started(handle.stub.Build(build(apps[2])))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "APPFORGE_TEAM_MAX_RUNNING_BUILDS=2" in (refused.value.details() or "")
+        assert team in (refused.value.details() or "")
+        after = await table_counts(chat.runtime.engine)  # the two running ones write on
+        assert after["chat_messages"] == before["chat_messages"]  # not even a user message
+        assert await _executions(handle) == executions_before
+
+        async with asyncio.timeout(WAIT):  # another team is not held back by this one
+            await read_started(handle.stub.Build(build(await _app_of(chat, other))))
+            workspace = handle.workspaces[started[0].execution_id]
+            assert isinstance(workspace, GatedWorkspace)
+            await workspace.arrived.wait()
+            workspace.release(["index.html"])
+            done = await collect(first[0])
+            assert done[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+            # One of the team's executions ended: its share has room again.
+            await read_started(handle.stub.Build(build(apps[2])))
+
+
+async def test_two_replicas_cannot_both_take_a_teams_last_slot(
+    backend: tuple[str, str, str | None], chat: ChatHandle, tmp_path: Path
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    model: dict[str, Model] = {"scripted": OneBatchModel({"index.html": "<p>hi</p>"})}
+    async with (
+        running_builder(
+            database_url=backend[1],
+            chat_address=chat.address,
+            tmp=tmp_path / "a",
+            models=model,
+            gate=1,
+            team_max_running=1,
+        ) as one,
+        running_builder(
+            database_url=backend[1],
+            chat_address=chat.address,
+            tmp=tmp_path / "b",
+            models=model,
+            gate=1,
+            team_max_running=1,
+        ) as two,
+    ):
+        apps = [await _app_of(chat, team) for _ in range(6)]
+        streams = [(one if n % 2 else two).stub.Build(build(app)) for n, app in enumerate(apps)]
+        async with asyncio.timeout(WAIT):
+            outcomes = await asyncio.gather(*(_share_outcome(s) for s in streams))
+        assert outcomes.count("started") == 1, outcomes
+        for stream in streams:
+            stream.cancel()
+
+
+async def _share_outcome(stream: BuildCall) -> str:
+    try:
+        await read_started(stream)
+        return "started"
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+        return "refused"

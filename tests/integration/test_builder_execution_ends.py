@@ -140,6 +140,9 @@ class HeartbeatDuringTheEnd:
     async def post_user_message(self, **kw: Any) -> Any:
         return await self.inner.post_user_message(**kw)
 
+    async def team_of(self, app_id: str) -> str:
+        return str(await self.inner.team_of(app_id))
+
     async def user_message(self, message_id: str) -> Any:
         return await self.inner.user_message(message_id)
 

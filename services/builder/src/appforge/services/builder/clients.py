@@ -98,6 +98,13 @@ class GrpcChat(LazyChannel):
         )
         return UserMessage(id=message.id, app_id=message.app_id, content=message.content)
 
+    async def team_of(self, app_id: str) -> str:
+        request = chat_pb2.GetAppRequest(app_id=app_id)
+        app = await self._call(
+            "get_app", lambda: self._stub().GetApp(request, timeout=self.policy.bounded())
+        )
+        return app.team_id
+
     async def user_message(self, message_id: str) -> UserMessage:
         request = chat_pb2.GetMessageRequest(message_id=message_id)
         message = await self._call(

@@ -30,6 +30,10 @@ class ChatPort(Protocol):
         """Post the prompt as a user message (idempotent by `request_id` when given)."""
         ...
 
+    async def team_of(self, app_id: str) -> str:
+        """The team that owns the app; NotFound if there is no such app."""
+        ...
+
     async def user_message(self, message_id: str) -> UserMessage:
         """A user message by id; NotFound or FailedPrecondition if it is not one."""
         ...

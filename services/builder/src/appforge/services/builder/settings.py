@@ -20,7 +20,8 @@ class BuilderSettings:
     how a turn's text streams into the flow: pending text is written `stream_flush_ms`
     after it began to wait, or at once when `stream_flush_chars` are pending; the scripted
     model waits `scripted_stream_ms` between words (0: no wait). A replica runs at most
-    `max_running` executions; a Build past that is refused at once (admission control)."""
+    `max_running` executions, and a team at most `team_max_running` across replicas; a
+    Build past either is refused at once (admission control, fair share)."""
 
     tool_timeout: float = 60.0
     sweep_interval: float = 5.0
@@ -36,6 +37,7 @@ class BuilderSettings:
     stream_flush_chars: int = 256
     scripted_stream_ms: float = 20.0
     max_running: int = 64  # executions one replica runs at once; one more is refused
+    team_max_running: int = 4  # executions one team runs at once, in every replica
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BuilderSettings:
@@ -61,6 +63,7 @@ class BuilderSettings:
                 env, "APPFORGE_SCRIPTED_STREAM_MS", 20.0, zero_allowed=True
             ),
             max_running=read_count(env, "APPFORGE_BUILDER_MAX_RUNNING", 64),
+            team_max_running=read_count(env, "APPFORGE_TEAM_MAX_RUNNING_BUILDS", 4),
         )
         if model == "openai" and not settings.openai_configured:
             raise ConfigError(

@@ -11,6 +11,7 @@ executions = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("app_id", sa.String(128), nullable=False),
+    sa.Column("team_id", sa.String(128), nullable=False, server_default=""),  # the app's
     sa.Column("user_message_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("status", sa.SmallInteger, nullable=False),
     sa.Column("model", sa.String(32), nullable=False),
@@ -37,6 +38,13 @@ executions = sa.Table(
 sa.Index(
     "ix_builder_executions_heartbeat",
     executions.c.heartbeat_us,
+    postgresql_where=sa.text("status = 1"),
+    sqlite_where=sa.text("status = 1"),
+)
+# "How many executions does this team run?" (the fair share)
+sa.Index(
+    "ix_builder_executions_team_running",
+    executions.c.team_id,
     postgresql_where=sa.text("status = 1"),
     sqlite_where=sa.text("status = 1"),
 )

@@ -22,7 +22,7 @@ from appforge.services.builder.store.rows import (
 )
 from appforge.services.builder.tables import app_versions, deploy_requests, executions, tool_calls
 from appforge.services.common.db import is_postgres, translate_errors, upsert_insert
-from appforge.services.common.errors import AlreadyExists, NotFound
+from appforge.services.common.errors import AlreadyExists, NotFound, Overloaded
 from appforge.services.common.flow import ToolStatus
 
 
@@ -42,17 +42,26 @@ class ExecutionQueries:
         user_message_id: str,
         owner: str,
         now_us: int,
+        team_id: str = "",
+        team_limit: int | None = None,
     ) -> None:
         """Record a RUNNING execution owned by `owner`; one per user message.
 
         A second execution for the same user message is ALREADY_EXISTS, naming the first.
+        With `team_limit`, a team that already runs that many executions (in any replica)
+        gets Overloaded and nothing is written: the count and the insert are one
+        transaction, serialised per team (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
+        on SQLite), so two replicas cannot both take the last slot.
         """
         async with translate_errors("creating an execution"), self.engine.begin() as conn:
+            if team_limit is not None:
+                await _check_team_share(conn, team_id, team_limit)
             inserted = await conn.execute(
                 upsert_insert(self.engine, executions)
                 .values(
                     id=execution_id,
                     app_id=app_id,
+                    team_id=team_id,
                     user_message_id=user_message_id,
                     status=int(ExecutionStatus.RUNNING),
                     model=model,
@@ -76,6 +85,15 @@ class ExecutionQueries:
                     f"user message {user_message_id!r} already started execution {existing}",
                     field="user_message_id",
                 )
+
+    async def running_in_team(self, team_id: str) -> int:
+        """Executions of `team_id` running now, in every replica (no lock: `create` with a
+        `team_limit` is the check that counts)."""
+        async with (
+            translate_errors("counting a team's executions"),
+            self.statements.connect() as conn,
+        ):
+            return await running_in_team(conn, team_id)
 
     async def set_message(self, execution_id: str, message_id: str) -> None:
         """Remember the execution's assistant message once chat has created it."""
@@ -242,3 +260,32 @@ async def end_execution(
         )
     )
     return True
+
+
+async def running_in_team(conn: AsyncConnection, team_id: str) -> int:
+    """Executions of `team_id` running now, in every replica."""
+    count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(executions)
+        .where(executions.c.team_id == team_id, executions.c.status == int(ExecutionStatus.RUNNING))
+    )
+    return int(count or 0)
+
+
+async def _check_team_share(conn: AsyncConnection, team_id: str, limit: int) -> None:
+    if is_postgres(conn):  # held to the commit: the next Build of this team waits for it
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("appforge-team:" + team_id)))
+        )
+    running = await running_in_team(conn, team_id)
+    if running >= limit:
+        raise team_at_its_share(team_id, running, limit)
+
+
+def team_at_its_share(team_id: str, running: int, limit: int) -> Overloaded:
+    """The refusal of a Build whose team already runs `limit` executions."""
+    return Overloaded(
+        f"team {team_id!r} already runs {running} executions, its share "
+        f"(APPFORGE_TEAM_MAX_RUNNING_BUILDS={limit}); try again when one has ended",
+        field="app_id",
+    )
