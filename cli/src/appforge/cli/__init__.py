@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from appforge.cli import installed
+from appforge.services.common import secrets
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
 from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return inspect_command.run(
                 args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
             )
+        secrets.register_env(env)  # no log line, status or message of ours shows them
         configure_logging(settings.log_level, settings.log_format)
         if args.command in ("up", "serve"):
             from appforge.services.common.metrics import serve_metrics

@@ -29,6 +29,7 @@ from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct
 from appforge.services.common.retry import backoff_delay
 from appforge.services.common.rpc import LazyChannel, error_from_rpc
+from appforge.services.common.secrets import redact_value
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -131,7 +132,8 @@ class GrpcChat(LazyChannel):
             execution_id=execution_id,
             items=[item_to_proto(item, execution_id) for item in items],
             status=_message_status(status),
-            metadata=struct(metadata) if metadata else None,
+            # An error may quote what an endpoint echoed, the API key included.
+            metadata=struct(redact_value(metadata)) if metadata else None,
             view=chat_pb2.MESSAGE_VIEW_BASIC,  # only the id is read: the smallest reply
         )
         message = await self._call(

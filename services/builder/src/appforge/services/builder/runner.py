@@ -49,6 +49,7 @@ from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.flow import FlowItem, ToolStatus
 from appforge.services.common.logging import get_logger
+from appforge.services.common.secrets import redact
 from appforge.services.common.settings import Limits
 
 log = get_logger(__name__)
@@ -337,6 +338,7 @@ class ExecutionRunner:
         """End the execution and deliver its notice; the outbox has it after `notice_after`
         seconds (the config's grace by default) if chat does not take it now."""
         self._ending = True
+        reason = redact(reason)  # it may quote an endpoint that echoed the API key
         await self._keep_streamed_text()
         now = self.clock.now_us()
         after = self.config.notice_grace if notice_after is None else notice_after

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appforge.services.common.errors import ConfigError
@@ -30,7 +30,7 @@ class BuilderSettings:
     model: str = "scripted"
     sandbox_root: Path | None = None  # None: <data dir>/sandboxes
     openai_base_url: str = ""
-    openai_api_key: str = ""
+    openai_api_key: str = field(default="", repr=False)
     openai_model: str = ""
     openai_timeout: float = 120.0
     stream_flush_ms: float = 50.0

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from appforge.services.common.secrets import redact
+
 _FIELDS = "appforge_fields"
 
 
@@ -64,7 +66,7 @@ class LogfmtFormatter(logging.Formatter):
         parts.extend(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        return redact(" ".join(parts))  # whatever a field or a traceback carried
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,7 +82,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return redact(json.dumps(payload, default=str))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "logfmt") -> None:

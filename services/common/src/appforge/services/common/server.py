@@ -28,6 +28,7 @@ from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
 from appforge.services.common.logging import get_logger
 from appforge.services.common.metrics import RPC_SECONDS, RPCS
+from appforge.services.common.secrets import redact
 from appforge.services.common.settings import Settings
 
 log = get_logger(__name__)
@@ -102,7 +103,7 @@ async def _abort(context: Context, method: str, exc: Exception, started: float) 
         code, details = grpc.StatusCode.INTERNAL, "internal error"
         log.exception("rpc_crashed", method=method, error=repr(exc), ms=elapsed_ms)
     RPCS.labels(method, code.name).inc()
-    await context.abort(code, details)
+    await context.abort(code, redact(details))
 
 
 def _wrap_unary(method: str, fn: Handler) -> Handler:

@@ -25,7 +25,7 @@ class DeploySettings:
     s3_region: str = "us-east-1"
     s3_public_url: str = ""
     aws_access_key_id: str = ""
-    aws_secret_access_key: str = ""
+    aws_secret_access_key: str = field(default="", repr=False)
     policy: Policy = field(default_factory=Policy)  # the default of requests that set none
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     workers: int = 4
