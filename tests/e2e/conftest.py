@@ -20,6 +20,8 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from appforge.services.common.tls import TlsSettings, open_channel
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -61,9 +63,9 @@ _FAST_RECONNECT = [
 ]
 
 
-async def _serving(address: str) -> None:
+async def _serving(address: str, tls: TlsSettings | None) -> None:
     """Returns once the server's health Watch stream says SERVING."""
-    async with grpc.aio.insecure_channel(address, options=_FAST_RECONNECT) as channel:
+    async with open_channel(address, tls, _FAST_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:  # a stream that breaks while the server starts is opened again
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -92,11 +94,15 @@ def _exit_of(process: subprocess.Popen[bytes]) -> Iterator[asyncio.Future[None]]
 
 
 async def wait_serving(
-    address: str, process: subprocess.Popen[bytes], timeout: float = 30.0
+    address: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 30.0,
+    tls: TlsSettings | None = None,
 ) -> None:
-    """Until the health service says SERVING; fails at once if the process exits first."""
+    """Until the health service says SERVING (over TLS with `tls`); fails at once if the
+    process exits first."""
     with _exit_of(process) as exited:
-        serving = asyncio.ensure_future(_serving(address))
+        serving = asyncio.ensure_future(_serving(address, tls))
         try:
             done, _ = await asyncio.wait(
                 {serving, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -147,10 +153,11 @@ async def spawn(service_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Sp
         port = port or free_port()
         log_path = tmp_path / f"{service}-{port}.log"
         command = [sys.executable, "-m", "appforge.cli", "serve", service, "--port", str(port)]
+        handle_env = {**service_env, **env}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*command, *args],
-                env={**service_env, **env},
+                env=handle_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -158,7 +165,7 @@ async def spawn(service_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Sp
             name=service, address=f"127.0.0.1:{port}", process=process, log_path=log_path
         )
         started.append(handle)
-        await wait_serving(handle.address, process)
+        await wait_serving(handle.address, process, tls=TlsSettings.from_env(handle_env))
         return handle
 
     def spawn_one(

@@ -14,6 +14,7 @@ from appforge.services.common import secrets
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.logging import configure_logging
 from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
+from appforge.services.common.tls import TlsSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,6 +178,7 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         timeout=args.timeout,
         connect_timeout=args.connect_timeout,
         reconnect_timeout=3 * args.connect_timeout,
+        tls=settings.tls,
     )
     return asyncio.run(run_build(options, sys.stdout, sys.stderr, limits=settings.limits))
 
@@ -198,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from appforge.cli.health import run
 
             address = args.address or f"127.0.0.1:{DEFAULT_PORTS[installed.the_one_service()]}"
-            return run(address, args.service, args.timeout)
+            return run(address, args.service, args.timeout, TlsSettings.from_env(os.environ))
         env = os.environ
         settings = Settings.from_env(env)
         if args.command == "build":
@@ -207,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from appforge.cli import inspect as inspect_command
 
             return inspect_command.run(
-                args.chat or settings.chat_addr, args.id, args.json, sys.stdout, sys.stderr
+                args.chat or settings.chat_addr,
+                args.id,
+                args.json,
+                sys.stdout,
+                sys.stderr,
+                tls=settings.tls,
             )
         secrets.register_env(env)  # no log line, status or message of ours shows them
         configure_logging(settings.log_level, settings.log_format)

@@ -33,6 +33,7 @@ from appforge.cli.build_view import PipedView, Progress, render
 from appforge.cli.channels import CHANNEL_OPTIONS, Unreachable, connect, console_for
 from appforge.services.common.errors import AppforgeError, InvalidArgument
 from appforge.services.common.settings import Limits
+from appforge.services.common.tls import TlsSettings, open_channel
 from appforge.services.common.validation import check_size
 
 EXIT_DEPLOYED, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -61,6 +62,7 @@ class BuildOptions:
     timeout: float = 600.0
     connect_timeout: float = 10.0
     reconnect_timeout: float = 30.0
+    tls: TlsSettings | None = None  # APPFORGE_TLS_*: None, plaintext
 
 
 def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: Any) -> None:
@@ -173,9 +175,9 @@ async def _cycle(
     clock: Callable[[], float],
 ) -> int:
     async with (
-        grpc.aio.insecure_channel(options.chat, options=CHANNEL_OPTIONS) as chat_channel,
-        grpc.aio.insecure_channel(options.builder, options=CHANNEL_OPTIONS) as builder_channel,
-        grpc.aio.insecure_channel(options.deployer, options=CHANNEL_OPTIONS) as deployer_channel,
+        open_channel(options.chat, options.tls, CHANNEL_OPTIONS) as chat_channel,
+        open_channel(options.builder, options.tls, CHANNEL_OPTIONS) as builder_channel,
+        open_channel(options.deployer, options.tls, CHANNEL_OPTIONS) as deployer_channel,
     ):
         chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
         progress.calling = f"chat at {options.chat}"

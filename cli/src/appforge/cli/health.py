@@ -8,11 +8,15 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from appforge.services.common.tls import TlsSettings, open_channel
 
-async def check(address: str, service: str, timeout: float) -> tuple[int, str]:
+
+async def check(
+    address: str, service: str, timeout: float, tls: TlsSettings | None = None
+) -> tuple[int, str]:
     """(exit status, one line): 0 when SERVING, 1 otherwise."""
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address, tls) as channel:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
@@ -24,7 +28,7 @@ async def check(address: str, service: str, timeout: float) -> tuple[int, str]:
     )
 
 
-def run(address: str, service: str, timeout: float) -> int:
-    code, line = asyncio.run(check(address, service, timeout))
+def run(address: str, service: str, timeout: float, tls: TlsSettings | None = None) -> int:
+    code, line = asyncio.run(check(address, service, timeout, tls))
     print(line, file=sys.stdout if code == 0 else sys.stderr)
     return code

@@ -122,8 +122,8 @@ def build_builder(
         settings.resolved_database_url(), pool_size=settings.db_pool_size
     )
     clock = clock or SystemClock()
-    chat = chat or GrpcChat(settings.chat_addr)
-    deployer = deployer or GrpcDeployer(settings.deployer_addr)
+    chat = chat or GrpcChat(settings.chat_addr, tls=settings.tls)
+    deployer = deployer or GrpcDeployer(settings.deployer_addr, tls=settings.tls)
     models = models if models is not None else build_models(builder)
     store = ExecutionStore(engine)
     sandboxes = builder.sandboxes_under(settings.data_dir)

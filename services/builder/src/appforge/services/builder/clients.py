@@ -30,6 +30,7 @@ from appforge.services.common.proto import struct
 from appforge.services.common.retry import backoff_delay
 from appforge.services.common.rpc import LazyChannel, error_from_rpc
 from appforge.services.common.secrets import redact_value
+from appforge.services.common.tls import TlsSettings
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -79,8 +80,10 @@ async def call_with_retries(
 class GrpcChat(LazyChannel):
     """ChatPort over gRPC."""
 
-    def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:
-        super().__init__(address)
+    def __init__(
+        self, address: str, policy: RetryPolicy | None = None, *, tls: TlsSettings | None = None
+    ) -> None:
+        super().__init__(address, tls)
         self.policy = policy or RetryPolicy()
 
     def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
@@ -153,8 +156,10 @@ def _message_status(status: MessageStatus | None) -> chat_pb2.MessageStatus.Valu
 class GrpcDeployer(LazyChannel):
     """DeployerPort over gRPC."""
 
-    def __init__(self, address: str, policy: RetryPolicy | None = None) -> None:
-        super().__init__(address)
+    def __init__(
+        self, address: str, policy: RetryPolicy | None = None, *, tls: TlsSettings | None = None
+    ) -> None:
+        super().__init__(address, tls)
         self.policy = policy or RetryPolicy(attempts=6, max_backoff=5.0, timeout=30.0)
 
     async def deploy(

@@ -13,6 +13,7 @@ from appforge.services.common.errors import (
     NotFound,
     Unavailable,
 )
+from appforge.services.common.tls import TlsSettings, open_channel
 
 _KINDS: dict[grpc.StatusCode, type[AppforgeError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -41,13 +42,14 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> AppforgeError:
 class LazyChannel:
     """A client of one address whose channel opens on first use; `close()` when done."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsSettings | None = None) -> None:
         self.address = address
+        self.tls = tls  # None or nothing set: plaintext
         self._channel: grpc.aio.Channel | None = None
 
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = open_channel(self.address, self.tls)
         return self._channel
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ from appforge.services.common.logging import get_logger
 from appforge.services.common.metrics import RPC_SECONDS, RPCS
 from appforge.services.common.secrets import redact
 from appforge.services.common.settings import Settings
+from appforge.services.common.tls import TlsSettings
 
 log = get_logger(__name__)
 
@@ -176,6 +177,7 @@ class GrpcServer:
         max_message_bytes: int,
         grace: float,
         draining: Callable[[], Awaitable[None]] | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.grace = grace
         self.draining = draining
@@ -199,8 +201,13 @@ class GrpcServer:
             ],
             self.server,
         )
+        credentials = tls.server_credentials() if tls is not None else None
+        self.tls = credentials is not None
         try:
-            self.port = self.server.add_insecure_port(f"{host}:{port}")
+            if credentials is None:
+                self.port = self.server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.port = self.server.add_secure_port(f"{host}:{port}", credentials)
         except RuntimeError as exc:  # grpc raises RuntimeError when the port is taken
             raise OSError(f"cannot listen on {host}:{port}: address in use or not local") from exc
         if self.port == 0:
@@ -225,6 +232,7 @@ class GrpcServer:
             max_message_bytes=settings.limits.max_grpc_message_bytes,
             grace=settings.shutdown_grace,
             draining=draining,
+            tls=settings.tls,
         )
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appforge.services.common.errors import ConfigError
+from appforge.services.common.tls import TlsSettings
 
 DEFAULT_PORTS = {"chat": 50051, "builder": 50052, "deployer": 50053}
 # Prometheus metrics over HTTP; `appforge up` serves all three services' on "up".
@@ -62,6 +63,7 @@ class Settings:
     write_batches: int = 2
     metrics_port: int | None = None  # None: the service's default; 0: no metrics server
     limits: Limits = dataclasses.field(default_factory=Limits)
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +86,7 @@ class Settings:
             db_pool_size=read_count(env, "APPFORGE_DB_POOL_SIZE", 20),
             write_batches=read_count(env, "APPFORGE_WRITE_BATCHES", 2),
             metrics_port=read_port(env, "APPFORGE_METRICS_PORT"),
+            tls=TlsSettings.from_env(env),
         )
 
     def resolved_database_url(self) -> str:

@@ -128,7 +128,7 @@ def build_deployer(
     )
     bus = bus or create_bus(settings.redis_url)
     clock = clock or WallTimer()
-    chat = chat or GrpcChatNotifier(settings.chat_addr)
+    chat = chat or GrpcChatNotifier(settings.chat_addr, tls=settings.tls)
     targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
     stores = DeployerStores.over(engine)
     wake = asyncio.Event()

@@ -9,13 +9,16 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.services.common import deadlines
 from appforge.services.common.proto import struct
 from appforge.services.common.rpc import LazyChannel
+from appforge.services.common.tls import TlsSettings
 
 
 class GrpcChatNotifier(LazyChannel):
     """Updates the execution's message by execution_id, never "the latest message"."""
 
-    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
-        super().__init__(address)
+    def __init__(
+        self, address: str, *, timeout: float = 10.0, tls: TlsSettings | None = None
+    ) -> None:
+        super().__init__(address, tls)
         self.timeout = timeout
 
     def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
