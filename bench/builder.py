@@ -73,7 +73,7 @@ from builder_bench.config import BenchConfig
 from builder_bench.report import render_table
 from builder_bench.run import run_bench
 from builder_bench.watchers import watch_child
-from harness import in_workdir, py_spy_command, run_and_report, summarise_collapsed
+from harness import in_workdir, prepare_dirs, print_profiles, run_and_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,13 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level.upper(),
         logs=args.logs,
     )
-    if config.logs is not None:
-        config.logs.mkdir(parents=True, exist_ok=True)
-    if config.py_spy is not None:
-        if py_spy_command() is None:
-            print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
-            return 2
-        config.py_spy.mkdir(parents=True, exist_ok=True)
+    if (refused := prepare_dirs(config.logs, config.py_spy)) is not None:
+        return refused
     script = Path(__file__).resolve()
     result = run_and_report(
         in_workdir("builder-bench-", lambda workdir: run_bench(config, workdir, script)),
@@ -168,11 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if isinstance(result, int):
         return result
-    if config.py_spy is not None and not args.json:
-        for label in ("chat", "builder"):
-            profile = config.py_spy / f"{label}.txt"
-            if profile.exists():
-                print(f"\n{label}: {summarise_collapsed(profile)}")
+    if not args.json:
+        print_profiles(config.py_spy)
     return 3 if args.check and not result["target"]["pass"] else 0
 
 

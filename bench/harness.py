@@ -348,6 +348,29 @@ def summarise_collapsed(path: Path, top: int = 15) -> str:
     return "\n".join(rows)
 
 
+def prepare_dirs(logs: Path | None, py_spy: Path | None) -> int | None:
+    """Create the --logs and --py-spy folders; 2 (after saying why) when --py-spy is asked
+    for and py-spy is not installed, None when all is ready."""
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+    if py_spy is not None:
+        if py_spy_command() is None:
+            print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
+            return 2
+        py_spy.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def print_profiles(py_spy: Path | None, labels: Sequence[str] = ("chat", "builder")) -> None:
+    """The summary of each profile written under --py-spy (`<label>.txt`)."""
+    if py_spy is None:
+        return
+    for label in labels:
+        profile = py_spy / f"{label}.txt"
+        if profile.exists():
+            print(f"\n{label}: {summarise_collapsed(profile)}")
+
+
 def run_and_report(
     main: Coroutine[Any, Any, dict[str, Any]],
     *,
