@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +72,15 @@ from builder_bench.config import BenchConfig
 from builder_bench.report import render_table
 from builder_bench.run import run_bench
 from builder_bench.watchers import watch_child
-from harness import in_workdir, prepare_dirs, print_profiles, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    add_service_options,
+    in_workdir,
+    prepare_dirs,
+    print_profiles,
+    run_and_report,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,28 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--calls-per-turn", type=int, default=2, help="tool calls per turn")
     parser.add_argument("--watcher-procs", type=int, default=1, help="processes for the watchers")
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    parser.add_argument("--check", action="store_true", help="exit 3 when the target is missed")
-    parser.add_argument("--log-level", default="WARNING", help="APPFORGE_LOG_LEVEL of the services")
-    parser.add_argument(
-        "--logs", type=Path, default=None, metavar="DIR", help="keep the services' logs in DIR"
-    )
-    parser.add_argument(
-        "--py-spy",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="profile chat and the builder during the builder's window into DIR/chat.txt and "
-        "DIR/builder.txt (needs py-spy)",
-    )
+    add_server_options(parser)
+    add_output_options(parser)
+    add_service_options(parser, profiled="during the builder's window")
     child = parser.add_argument_group("internal: a watcher process")
     child.add_argument("--watch-child", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--chat", default="", help=argparse.SUPPRESS)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +47,13 @@ from chat_growth_bench.config import VIEWS, GrowthConfig
 from chat_growth_bench.report import missed, render_table
 from chat_growth_bench.run import run_bench
 from chat_growth_bench.watcher import watch_child
-from harness import in_workdir, py_spy_command, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    in_workdir,
+    py_spy_command,
+    run_and_report,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,16 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured calls first")
     parser.add_argument("--view", choices=VIEWS, default="basic", help="the watcher's view")
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
+    add_server_options(parser)
+    add_output_options(parser)
     parser.add_argument(
         "--py-spy", type=Path, default=None, help="profile the chat service with py-spy into FILE"
     )

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,13 @@ from chat_upsert_bench.ceiling import CEILING_POOL_SIZE, serve_ceiling
 from chat_upsert_bench.config import BenchConfig
 from chat_upsert_bench.report import render_table
 from chat_upsert_bench.run import run_bench
-from harness import in_workdir, py_spy_command, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    in_workdir,
+    py_spy_command,
+    run_and_report,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,16 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--apps", type=int, default=1, help="apps the executions belong to")
     parser.add_argument("--replay-ratio", type=float, default=0.1, help="share of replayed calls")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
+    add_server_options(parser)
+    add_output_options(parser)
     parser.add_argument(
         "--py-spy", type=Path, default=None, help="profile the service with py-spy into FILE"
     )

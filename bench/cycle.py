@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,7 +67,13 @@ from pathlib import Path
 from cycle_bench.config import SERVICES, TARGET_P50_MS, BenchConfig
 from cycle_bench.report import render_table
 from cycle_bench.run import run_bench
-from harness import in_workdir, py_spy_command, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    in_workdir,
+    py_spy_command,
+    run_and_report,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,16 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=4, help="APPFORGE_DEPLOY_WORKERS")
     parser.add_argument("--log-level", default="WARNING", help="APPFORGE_LOG_LEVEL")
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    parser.add_argument("--check", action="store_true", help="exit 3 when the target is missed")
+    add_server_options(parser)
+    add_output_options(parser)
     parser.add_argument(
         "--target-p50-ms", type=float, default=TARGET_P50_MS, help="the cycle's p50 target"
     )

@@ -61,7 +61,6 @@ script reads the command line and runs them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +68,13 @@ from pathlib import Path
 from deployer_bench.config import BenchConfig
 from deployer_bench.report import render_table
 from deployer_bench.run import run_bench
-from harness import in_workdir, py_spy_command, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    in_workdir,
+    py_spy_command,
+    run_and_report,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,15 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         "--poll-interval", type=float, default=0.05, help="APPFORGE_DEPLOY_POLL_INTERVAL (s)"
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+    add_server_options(parser)
+    add_output_options(parser, check=False)
     parser.add_argument(
         "--py-spy", type=Path, default=None, help="profile the single deployer into FILE"
     )

@@ -5,6 +5,7 @@ Imported as `harness` by the scripts in this folder (run them as `python bench/N
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -346,6 +347,41 @@ def summarise_collapsed(path: Path, top: int = 15) -> str:
     rows.append("  appforge frames, inclusive:")
     rows += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
     return "\n".join(rows)
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--admin-dsn and --redis-url: the PostgreSQL and Redis every bench runs on."""
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, check: bool = True) -> None:
+    """--json, and (with `check`) --check."""
+    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+    if check:
+        parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
+
+
+def add_service_options(parser: argparse.ArgumentParser, *, profiled: str) -> None:
+    """--log-level, --logs DIR and --py-spy DIR (`profiled`: when the profiles are taken)."""
+    parser.add_argument("--log-level", default="WARNING", help="APPFORGE_LOG_LEVEL of the services")
+    parser.add_argument(
+        "--logs", type=Path, default=None, metavar="DIR", help="keep the services' logs in DIR"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"profile chat and the builder {profiled} into DIR/chat.txt and DIR/builder.txt "
+        "(needs py-spy)",
+    )
 
 
 def prepare_dirs(logs: Path | None, py_spy: Path | None) -> int | None:

@@ -48,12 +48,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import in_workdir, prepare_dirs, print_profiles, run_and_report
+from harness import (
+    add_output_options,
+    add_server_options,
+    add_service_options,
+    in_workdir,
+    prepare_dirs,
+    print_profiles,
+    run_and_report,
+)
 from token_stream_bench.config import QUICK, StreamConfig
 from token_stream_bench.report import missed, render_table
 from token_stream_bench.run import run_bench
@@ -79,28 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         + ", ".join(f"--{k} {v}" for k, v in QUICK.items())
         + " (unless given)",
     )
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="asyncpg DSN of a database to run CREATE/DROP DATABASE from",
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
-    parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
-    parser.add_argument("--log-level", default="WARNING", help="APPFORGE_LOG_LEVEL of the services")
-    parser.add_argument(
-        "--logs", type=Path, default=None, metavar="DIR", help="keep the services' logs in DIR"
-    )
-    parser.add_argument(
-        "--py-spy",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="profile chat and the builder during the stream into DIR/chat.txt and "
-        "DIR/builder.txt (needs py-spy)",
-    )
+    add_server_options(parser)
+    add_output_options(parser)
+    add_service_options(parser, profiled="during the stream")
     child = parser.add_argument_group("internal: a watcher process")
     child.add_argument("--watch-child", action="store_true", help=argparse.SUPPRESS)
     child.add_argument("--chat", default="", help=argparse.SUPPRESS)
