@@ -2,8 +2,9 @@
 
 While it is down every call that needs it answers UNAVAILABLE (never INTERNAL or UNKNOWN);
 once it is back, no call fails: a pooled connection that died with the server is replaced,
-not handed to a request. Chat and the builder run as their own processes, with `--migrate`
-on the fresh server; the load is reads and writes on chat and reads on the builder.
+not handed to a request. Chat, the builder and the deployer run as their own processes,
+with `--migrate` on the fresh server (the deployer's workers poll it all along); the load is
+reads and writes on chat and reads on the builder and the deployer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest_asyncio
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from tests.e2e.conftest import Spawn, free_port
 from tests.helpers import text_item
 
@@ -135,12 +137,21 @@ async def test_a_database_restart_under_load_fails_nothing_once_it_is_back(
     builder_process = await spawn(
         "builder", "--migrate", env={**env, "APPFORGE_CHAT_ADDR": chat_process.address}
     )
+    deployer_process = await spawn(
+        "deployer",
+        "--migrate",
+        "--http-port",
+        str(free_port()),
+        env={**env, "APPFORGE_CHAT_ADDR": chat_process.address},
+    )
     async with (
         grpc.aio.insecure_channel(chat_process.address) as chat_channel,
         grpc.aio.insecure_channel(builder_process.address) as builder_channel,
+        grpc.aio.insecure_channel(deployer_process.address) as deployer_channel,
     ):
         chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
         builder = builder_pb2_grpc.BuilderServiceStub(builder_channel)
+        deployer = deployer_pb2_grpc.DeployerServiceStub(deployer_channel)
         app = await chat.CreateApp(chat_pb2.CreateAppRequest(team_id="t", name="restart"))
         execution_id = str(uuid.uuid4())
         pieces = iter(range(1, 10**6))
@@ -170,6 +181,14 @@ async def test_a_database_restart_under_load_fails_nothing_once_it_is_back(
                 "GetExecution",  # an unknown one: NOT_FOUND is the builder reading its table
                 lambda: builder.GetExecution(
                     builder_pb2.GetExecutionRequest(execution_id=unknown), timeout=CALL_TIMEOUT_S
+                ),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+            (
+                "GetDeployment",  # an unknown one: NOT_FOUND is the deployer reading its table
+                lambda: deployer.GetDeployment(
+                    deployer_pb2.GetDeploymentRequest(deployment_id=unknown),
+                    timeout=CALL_TIMEOUT_S,
                 ),
                 grpc.StatusCode.NOT_FOUND,
             ),
