@@ -29,7 +29,6 @@ from appforge.services.common.logging import get_logger
 from appforge.services.common.proto import struct
 from appforge.services.common.retry import backoff_delay
 from appforge.services.common.rpc import LazyChannel, error_from_rpc
-from appforge.services.common.secrets import redact_value
 from appforge.services.common.tls import TlsSettings
 
 log = get_logger(__name__)
@@ -135,8 +134,7 @@ class GrpcChat(LazyChannel):
             execution_id=execution_id,
             items=[item_to_proto(item, execution_id) for item in items],
             status=_message_status(status),
-            # An error may quote what an endpoint echoed, the API key included.
-            metadata=struct(redact_value(metadata)) if metadata else None,
+            metadata=struct(metadata) if metadata else None,
             view=chat_pb2.MESSAGE_VIEW_BASIC,  # only the id is read: the smallest reply
         )
         message = await self._call(

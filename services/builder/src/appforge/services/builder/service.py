@@ -34,7 +34,6 @@ from appforge.services.builder.runner import (
 )
 from appforge.services.builder.settings import MODELS, BuilderSettings
 from appforge.services.builder.store import ExecutionStore
-from appforge.services.builder.store.executions import team_at_its_share
 from appforge.services.builder.text_stream import FlushPolicy, Sleep
 from appforge.services.builder.workspace import Workspace
 from appforge.services.common.clock import Clock
@@ -154,7 +153,10 @@ class BuilderService:
         app_id = require_id(request.app_id, "app_id", self.limits)
         optional_id(request.request_id, "request_id", self.limits)
         team_id = await self.chat.team_of(app_id)
-        await self._check_team_share(team_id)
+        # Refused before the user message is posted. Two Builds racing for the team's last
+        # slot both pass here; `store.create` refuses the second (its user message stays,
+        # as one posted without a Build: it can be built later).
+        await self.store.check_team_share(team_id, self.builder.team_max_running)
         if request.user_message_id:
             require_id(request.user_message_id, "user_message_id", self.limits)
             user = await self.chat.user_message(request.user_message_id)
@@ -222,15 +224,6 @@ class BuilderService:
         self._runs[execution_id] = _Run(runner=runner, queue=queue)
         runner.start()
         return queue
-
-    async def _check_team_share(self, team_id: str) -> None:
-        """Refuse, before the user message is posted, a Build of a team at its share. Two
-        Builds racing for the last slot both pass here; `store.create` refuses the second
-        (its user message stays, as one posted without a Build: it can be built later)."""
-        limit = self.builder.team_max_running
-        running = await self.store.running_in_team(team_id)
-        if running >= limit:
-            raise team_at_its_share(team_id, running, limit)
 
     async def _fail_unstarted(self, execution_id: str, error: str, now_us: int) -> None:
         """End an execution no runner ever ran as FAILED, its notice due at once."""

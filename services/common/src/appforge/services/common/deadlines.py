@@ -22,16 +22,16 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-def set_remaining(remaining: float | None) -> None:
+def set_remaining(remaining: float | None) -> contextvars.Token[float | None]:
     """Record the incoming call's deadline, `remaining` seconds from now (None: none), for
     the rest of this context (each RPC is served in a task, and so a context, of its own)."""
-    _DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
+    return _DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
 
 
 @contextmanager
 def serving(remaining: float | None) -> Iterator[None]:
     """`set_remaining` for a block, restored after it."""
-    token = _DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
+    token = set_remaining(remaining)
     try:
         yield
     finally:

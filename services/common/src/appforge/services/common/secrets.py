@@ -4,14 +4,14 @@ A secret can reach text the process emits without anyone logging it on purpose: 
 that echoes the API key in its error body (the error then goes to a log line, to the
 assistant message's `error`, to a client's status details), a traceback of a failed
 connection that prints its URL. So every log line, every status detail and every error the
-builder writes into a message passes through `redact`, which replaces each registered value
+builder records for an execution (its error, which the message's metadata shows) passes
+through `redact`, which replaces each registered value
 with `[redacted]`. The values come from the environment (`register_env`) at start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 # Variables whose whole value is a secret, and those that are URLs with a password.
@@ -28,13 +28,16 @@ REDACTED = "[redacted]"
 # Shorter values would turn ordinary words into "[redacted]" (a password "test", say).
 MIN_LENGTH = 6
 
-_secrets: set[str] = set()
+# Longest first, so that a secret inside another goes with it; ordered when one is
+# registered (at start-up), not on each of the log lines `redact` runs on.
+_secrets: tuple[str, ...] = ()
 
 
 def register(value: str) -> None:
     """Treat `value` as a secret from now on (ignored when shorter than MIN_LENGTH)."""
-    if len(value) >= MIN_LENGTH:
-        _secrets.add(value)
+    global _secrets
+    if len(value) >= MIN_LENGTH and value not in _secrets:
+        _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
 
 
 def register_env(env: Mapping[str, str]) -> None:
@@ -52,25 +55,15 @@ def register_env(env: Mapping[str, str]) -> None:
 
 def redact(text: str) -> str:
     """`text` with every registered secret replaced by `[redacted]`."""
-    if not _secrets or not text:
+    if not text:
         return text
-    for secret in sorted(_secrets, key=len, reverse=True):  # a secret inside another: both go
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
 
 
-def redact_value(value: Any) -> Any:
-    """`redact` over every string of a JSON-like value (dicts, lists, scalars)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {key: redact_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item) for item in value]
-    return value
-
-
 def forget_all() -> None:
     """Forget every registered secret (for tests)."""
-    _secrets.clear()
+    global _secrets
+    _secrets = ()

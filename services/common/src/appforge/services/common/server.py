@@ -202,7 +202,6 @@ class GrpcServer:
             self.server,
         )
         credentials = tls.server_credentials() if tls is not None else None
-        self.tls = credentials is not None
         try:
             if credentials is None:
                 self.port = self.server.add_insecure_port(f"{host}:{port}")

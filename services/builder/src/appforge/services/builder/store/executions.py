@@ -55,7 +55,7 @@ class ExecutionQueries:
         """
         async with translate_errors("creating an execution"), self.engine.begin() as conn:
             if team_limit is not None:
-                await _check_team_share(conn, team_id, team_limit)
+                await _check_team_share(conn, team_id, team_limit, lock=True)
             inserted = await conn.execute(
                 upsert_insert(self.engine, executions)
                 .values(
@@ -86,14 +86,15 @@ class ExecutionQueries:
                     field="user_message_id",
                 )
 
-    async def running_in_team(self, team_id: str) -> int:
-        """Executions of `team_id` running now, in every replica (no lock: `create` with a
-        `team_limit` is the check that counts)."""
+    async def check_team_share(self, team_id: str, limit: int) -> None:
+        """Overloaded when `team_id` already runs `limit` executions, in every replica. No
+        lock: a cheap refusal before anything is written; `create` with a `team_limit` is
+        the check that counts."""
         async with (
             translate_errors("counting a team's executions"),
             self.statements.connect() as conn,
         ):
-            return await running_in_team(conn, team_id)
+            await _check_team_share(conn, team_id, limit, lock=False)
 
     async def set_message(self, execution_id: str, message_id: str) -> None:
         """Remember the execution's assistant message once chat has created it."""
@@ -262,30 +263,22 @@ async def end_execution(
     return True
 
 
-async def running_in_team(conn: AsyncConnection, team_id: str) -> int:
-    """Executions of `team_id` running now, in every replica."""
-    count = await conn.scalar(
+async def _check_team_share(conn: AsyncConnection, team_id: str, limit: int, *, lock: bool) -> None:
+    """Overloaded when the team runs `limit` executions; with `lock` (inside the inserting
+    transaction), the next Build of this team waits for the commit (PostgreSQL's advisory
+    lock; SQLite's BEGIN IMMEDIATE serialises writers already)."""
+    if lock and is_postgres(conn):
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("appforge-team:" + team_id)))
+        )
+    running = await conn.scalar(
         sa.select(sa.func.count())
         .select_from(executions)
         .where(executions.c.team_id == team_id, executions.c.status == int(ExecutionStatus.RUNNING))
     )
-    return int(count or 0)
-
-
-async def _check_team_share(conn: AsyncConnection, team_id: str, limit: int) -> None:
-    if is_postgres(conn):  # held to the commit: the next Build of this team waits for it
-        await conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("appforge-team:" + team_id)))
+    if (running or 0) >= limit:
+        raise Overloaded(
+            f"team {team_id!r} already runs {running} executions, its share "
+            f"(APPFORGE_TEAM_MAX_RUNNING_BUILDS={limit}); try again when one has ended",
+            field="app_id",
         )
-    running = await running_in_team(conn, team_id)
-    if running >= limit:
-        raise team_at_its_share(team_id, running, limit)
-
-
-def team_at_its_share(team_id: str, running: int, limit: int) -> Overloaded:
-    """The refusal of a Build whose team already runs `limit` executions."""
-    return Overloaded(
-        f"team {team_id!r} already runs {running} executions, its share "
-        f"(APPFORGE_TEAM_MAX_RUNNING_BUILDS={limit}); try again when one has ended",
-        field="app_id",
-    )
