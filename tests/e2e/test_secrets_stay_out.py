@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.services.common.secrets import REDACTED
-from tests.e2e.conftest import Cli, Spawn, appforge, free_port
+from tests.e2e.conftest import Cli, Spawn, appforge
+from tests.e2e.golden_stack import StackFactory
 from tests.openai_endpoint import Failure, FakeEndpoint, calculator_replies, serving
 
 
@@ -37,7 +38,7 @@ def leaks(text: str, secrets: list[str]) -> list[str]:
 
 
 async def test_no_secret_reaches_a_log_a_status_or_a_message(
-    spawn: Spawn, pg_url: str, tmp_path: object
+    spawn: Spawn, stacks: StackFactory, pg_url: str
 ) -> None:
     secret_env = markers()
     password = f"marker-db-password-{uuid.uuid4().hex[:8]}"
@@ -50,18 +51,7 @@ async def test_no_secret_reaches_a_log_a_status_or_a_message(
     env = {**secret_env, "DATABASE_URL": database_url, "APPFORGE_LOG_LEVEL": "DEBUG"}
     async with serving(FakeEndpoint(replies=replies)) as endpoint:
         chat = await spawn("chat", env=env)
-        http_port = free_port()
-        deployer = await spawn(
-            "deployer",
-            "--http-port",
-            str(http_port),
-            env={
-                **env,
-                "APPFORGE_CHAT_ADDR": chat.address,
-                "APPFORGE_DEPLOY_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
-                "APPFORGE_DEPLOY_POLL_INTERVAL": "0.05",
-            },
-        )
+        deployer = await stacks.deployer(chat, port=None, **env)
         builder = await spawn(
             "builder",
             env={

@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from appforge.services.common.errors import ConfigError
 from appforge.services.common.tls import TlsSettings
-from tests.e2e.conftest import Spawn, appforge, free_port
+from tests.e2e.conftest import Spawn, appforge
+from tests.e2e.golden_stack import StackFactory
 from tests.tls_certs import make_pki
 
 
@@ -31,24 +32,14 @@ async def _health(channel: grpc.aio.Channel) -> grpc.StatusCode:
 
 
 async def test_a_build_over_mutual_tls_and_clients_without_a_certificate_are_refused(
-    spawn: Spawn, tmp_path: Path
+    spawn: Spawn, stacks: StackFactory, tmp_path: Path
 ) -> None:
     pki = make_pki(tmp_path / "pki")
     tls_env = pki.env(mutual=True)
     chat = await spawn("chat", env=tls_env)
-    http_port = free_port()
-    deployer = await spawn(
-        "deployer",
-        "--http-port",
-        str(http_port),
-        env={
-            **tls_env,
-            "APPFORGE_CHAT_ADDR": f"localhost:{chat.address.rsplit(':', 1)[1]}",
-            "APPFORGE_DEPLOY_ROOT": str(tmp_path / "deploys"),
-            "APPFORGE_DEPLOY_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
-            "APPFORGE_DEPLOY_POLL_INTERVAL": "0.05",
-        },
-    )
+    # By name: the certificate names localhost as well as 127.0.0.1.
+    chat_by_name = f"localhost:{chat.address.rsplit(':', 1)[1]}"
+    deployer = await stacks.deployer(chat, port=None, **tls_env, APPFORGE_CHAT_ADDR=chat_by_name)
     builder = await spawn(
         "builder",
         env={
@@ -69,7 +60,6 @@ async def test_a_build_over_mutual_tls_and_clients_without_a_certificate_are_ref
     assert healthy.code == 0 and "SERVING" in healthy.stdout, healthy.stderr
     # grpcurl, the way the README shows it: the CA, and the client's certificate and key.
     credentials = ["-cacert", str(pki.ca), "-cert", str(pki.cert), "-key", str(pki.key)]
-    chat_by_name = f"localhost:{chat.address.rsplit(':', 1)[1]}"
     listed = subprocess.run(
         [grpcurl(), *credentials, "-max-time", "10", chat_by_name, "list"],
         capture_output=True,

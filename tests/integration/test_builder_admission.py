@@ -7,8 +7,10 @@ freed by an execution that ended is taken by the next Build."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -16,7 +18,6 @@ import sqlalchemy as sa
 
 from appforge.api.builder.v1 import builder_pb2
 from appforge.api.chat.v1 import chat_pb2
-from appforge.services.builder.models.base import Model
 from appforge.services.builder.tables import executions
 from tests.helpers import table_counts
 from tests.integration.builder_fixtures import (
@@ -45,6 +46,31 @@ async def _outcome(stream: BuildCall) -> builder_pb2.BuildStarted | grpc.StatusC
         return exc.code()
 
 
+def _gated_builder(
+    backend: tuple[str, str, str | None], chat: ChatHandle, tmp: Path, **settings: Any
+) -> contextlib.AbstractAsyncContextManager[BuilderHandle]:
+    """A builder whose every execution writes one file, its call held at a gate (so it
+    stays running until `_finish`)."""
+    return running_builder(
+        database_url=backend[1],
+        chat_address=chat.address,
+        tmp=tmp,
+        models={"scripted": OneBatchModel({"index.html": "<p>hi</p>"})},
+        gate=1,
+        **settings,
+    )
+
+
+async def _finish(handle: BuilderHandle, stream: BuildCall, execution_id: str) -> None:
+    """Open the execution's gate and read its Build stream to its successful end."""
+    workspace = handle.workspaces[execution_id]
+    assert isinstance(workspace, GatedWorkspace)
+    await workspace.arrived.wait()
+    workspace.release(["index.html"])
+    done = await collect(stream)
+    assert done[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+
+
 async def _executions(handle: BuilderHandle) -> int:
     """Rows of the builder's executions table (the database is shared by the session)."""
     async with handle.runtime.engine.connect() as conn:
@@ -54,14 +80,7 @@ async def _executions(handle: BuilderHandle) -> int:
 async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
     backend: tuple[str, str, str | None], chat: ChatHandle, new_app: NewApp, tmp_path: Path
 ) -> None:
-    async with running_builder(
-        database_url=backend[1],
-        chat_address=chat.address,
-        tmp=tmp_path,
-        models={"scripted": OneBatchModel({"index.html": "<p>hi</p>"})},
-        gate=1,  # every execution's one call waits for its gate: they stay running
-        max_running=LIMIT,
-    ) as handle:
+    async with _gated_builder(backend, chat, tmp_path, max_running=LIMIT) as handle:
         apps = [await new_app() for _ in range(BURST)]
         before = await table_counts(chat.runtime.engine)
         executions_before = await _executions(handle)
@@ -83,14 +102,8 @@ async def test_builds_past_the_limit_are_refused_at_once_and_write_nothing(
         assert await _executions(handle) - executions_before == LIMIT
 
         # One execution ends: its slot goes to the next Build.
-        first = started[0].execution_id
-        workspace = handle.workspaces[first]
-        assert isinstance(workspace, GatedWorkspace)
         async with asyncio.timeout(WAIT):
-            await workspace.arrived.wait()
-            workspace.release(["index.html"])
-            done = await collect(streams[outcomes.index(started[0])])
-        assert done[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+            await _finish(handle, streams[outcomes.index(started[0])], started[0].execution_id)
         later = handle.stub.Build(build(apps[-1].id, prompt="once more"))
         async with asyncio.timeout(WAIT):
             again = await _outcome(later)
@@ -111,14 +124,7 @@ async def test_a_team_at_its_share_is_refused_and_other_teams_are_not(
     backend: tuple[str, str, str | None], chat: ChatHandle, tmp_path: Path
 ) -> None:
     team, other = f"team-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:8]}"
-    async with running_builder(
-        database_url=backend[1],
-        chat_address=chat.address,
-        tmp=tmp_path,
-        models={"scripted": OneBatchModel({"index.html": "<p>hi</p>"})},
-        gate=1,
-        team_max_running=2,
-    ) as handle:
+    async with _gated_builder(backend, chat, tmp_path, team_max_running=2) as handle:
         apps = [await _app_of(chat, team) for _ in range(3)]
         first = [handle.stub.Build(build(app)) for app in apps[:2]]
         async with asyncio.timeout(WAIT):
@@ -138,12 +144,7 @@ async def test_a_team_at_its_share_is_refused_and_other_teams_are_not(
 
         async with asyncio.timeout(WAIT):  # another team is not held back by this one
             await read_started(handle.stub.Build(build(await _app_of(chat, other))))
-            workspace = handle.workspaces[started[0].execution_id]
-            assert isinstance(workspace, GatedWorkspace)
-            await workspace.arrived.wait()
-            workspace.release(["index.html"])
-            done = await collect(first[0])
-            assert done[-1].finished.status == builder_pb2.EXECUTION_STATUS_SUCCEEDED
+            await _finish(handle, first[0], started[0].execution_id)
             # One of the team's executions ended: its share has room again.
             await read_started(handle.stub.Build(build(apps[2])))
 
@@ -152,24 +153,9 @@ async def test_two_replicas_cannot_both_take_a_teams_last_slot(
     backend: tuple[str, str, str | None], chat: ChatHandle, tmp_path: Path
 ) -> None:
     team = f"team-{uuid.uuid4().hex[:8]}"
-    model: dict[str, Model] = {"scripted": OneBatchModel({"index.html": "<p>hi</p>"})}
     async with (
-        running_builder(
-            database_url=backend[1],
-            chat_address=chat.address,
-            tmp=tmp_path / "a",
-            models=model,
-            gate=1,
-            team_max_running=1,
-        ) as one,
-        running_builder(
-            database_url=backend[1],
-            chat_address=chat.address,
-            tmp=tmp_path / "b",
-            models=model,
-            gate=1,
-            team_max_running=1,
-        ) as two,
+        _gated_builder(backend, chat, tmp_path / "a", team_max_running=1) as one,
+        _gated_builder(backend, chat, tmp_path / "b", team_max_running=1) as two,
     ):
         apps = [await _app_of(chat, team) for _ in range(6)]
         streams = [(one if n % 2 else two).stub.Build(build(app)) for n, app in enumerate(apps)]
