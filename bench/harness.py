@@ -407,6 +407,30 @@ def print_profiles(py_spy: Path | None, labels: Sequence[str] = ("chat", "builde
             print(f"\n{label}: {summarise_collapsed(profile)}")
 
 
+def run_services_bench(
+    prefix: str,
+    run: Callable[[Path], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    logs: Path | None,
+    py_spy: Path | None,
+    as_json: bool,
+    check: bool,
+    render: Callable[[dict[str, Any]], str],
+    missed: Callable[[dict[str, Any]], bool],
+) -> int:
+    """A bench of the services as processes, from its parsed options to its exit status:
+    the --logs and --py-spy folders, `run` in a work folder of its own, the report and the
+    profiles, and 3 with `check` when `missed` says a target was."""
+    if (refused := prepare_dirs(logs, py_spy)) is not None:
+        return refused
+    result = run_and_report(in_workdir(prefix, run), as_json=as_json, render=render, py_spy=None)
+    if isinstance(result, int):
+        return result
+    if not as_json:
+        print_profiles(py_spy)
+    return 3 if check and missed(result) else 0
+
+
 def run_and_report(
     main: Coroutine[Any, Any, dict[str, Any]],
     *,

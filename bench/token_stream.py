@@ -56,10 +56,7 @@ from harness import (
     add_output_options,
     add_server_options,
     add_service_options,
-    in_workdir,
-    prepare_dirs,
-    print_profiles,
-    run_and_report,
+    run_services_bench,
 )
 from token_stream_bench.config import QUICK, StreamConfig
 from token_stream_bench.report import missed, render_table
@@ -132,20 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level.upper(),
         logs=args.logs,
     )
-    if (refused := prepare_dirs(config.logs, config.py_spy)) is not None:
-        return refused
     script = Path(__file__).resolve()
-    result = run_and_report(
-        in_workdir("token-stream-", lambda workdir: run_bench(config, workdir, script)),
+    return run_services_bench(
+        "token-stream-",
+        lambda workdir: run_bench(config, workdir, script),
+        logs=config.logs,
+        py_spy=config.py_spy,
         as_json=args.json,
+        check=args.check,
         render=render_table,
-        py_spy=None,
+        missed=missed,
     )
-    if isinstance(result, int):
-        return result
-    if not args.json:
-        print_profiles(config.py_spy)
-    return 3 if args.check and missed(result) else 0
 
 
 if __name__ == "__main__":

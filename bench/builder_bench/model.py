@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -85,15 +85,24 @@ class FakeModel:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeModel]:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
-        try:
+        async with serve_completions(self.handle) as self.base_url:
             yield self
-        finally:
-            await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_completions(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """`handle` as POST /v1/chat/completions on a free loopback port; the base URL
+    (`http://127.0.0.1:PORT/v1`, OPENAI_BASE_URL) until the block ends."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        await runner.cleanup()

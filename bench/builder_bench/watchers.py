@@ -10,7 +10,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ class WatchState:
         }
 
 
-async def watch_one(
+async def _watch_one(
     stub: Any, state: WatchState, watcher: int, app_id: str, closing: asyncio.Event
 ) -> None:
     after = 0
@@ -137,7 +137,7 @@ async def watch_one(
             await asyncio.sleep(0.1)
 
 
-async def probe_lag(state: WatchState) -> None:
+async def _probe_lag(state: WatchState) -> None:
     loop = asyncio.get_running_loop()
     while True:
         before = loop.time()
@@ -147,12 +147,18 @@ async def probe_lag(state: WatchState) -> None:
         state.lags.append(max(0, round(late * 1_000_000)))
 
 
-async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> None:
-    """A watcher process: `apps[i]` is watcher i's app. Talks JSON lines on stdin/stdout."""
+async def watch_child(
+    chat_address: str,
+    apps: Sequence[str],
+    first: int,
+    state_of: Callable[[Sequence[str], int], WatchState] = WatchState,
+) -> None:
+    """A watcher process: `apps[i]` is watcher i's app. Talks JSON lines on stdin/stdout.
+    `state_of` makes what records the events (another bench's `WatchState` subclass)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    state = WatchState(apps, first)
+    state = state_of(apps, first)
     closing = asyncio.Event()
     options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
     channels = [
@@ -161,18 +167,18 @@ async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> Non
     ]
     stubs = [chat_pb2_grpc.ChatServiceStub(channel) for channel in channels]
     tasks = [
-        asyncio.create_task(watch_one(stubs[w % len(stubs)], state, w, app, closing))
+        asyncio.create_task(_watch_one(stubs[w % len(stubs)], state, w, app, closing))
         for w, app in enumerate(apps)
     ]
-    tasks.append(asyncio.create_task(probe_lag(state)))
+    tasks.append(asyncio.create_task(_probe_lag(state)))
     try:
         await asyncio.wait_for(state.all_ready.wait(), READY_TIMEOUT_S)
-        send_reply({"ready": len(apps)})
+        _reply({"ready": len(apps)})
         while line := await reader.readline():
             command = json.loads(line)
             if command["cmd"] == "report":
                 windows = [state.window(*w) for w in command["windows"]]
-                send_reply({"windows": windows})
+                _reply({"windows": windows})
             elif command["cmd"] == "exit":
                 break
     finally:
@@ -184,7 +190,7 @@ async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> Non
             await channel.close(None)
 
 
-def send_reply(payload: dict[str, Any]) -> None:
+def _reply(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from builder_bench.latency import now_us
 from builder_bench.load import Pacer
-from builder_bench.model import PROMPT_NUMBER, sse_chunk
+from builder_bench.model import PROMPT_NUMBER, serve_completions, sse_chunk
 from builder_bench.script import turn_calls
 
 from .config import StreamConfig
@@ -114,18 +114,10 @@ class TokenEndpoint:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[TokenEndpoint]:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
-        try:
-            yield self
-        finally:
-            self._closing = True
-            self.release.set()
-            self._go.set()
-            await runner.cleanup()
+        async with serve_completions(self.handle) as self.base_url:
+            try:
+                yield self
+            finally:  # replies still streaming end, so that the server can stop
+                self._closing = True
+                self.release.set()
+                self._go.set()

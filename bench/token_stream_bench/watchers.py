@@ -1,7 +1,7 @@
 """The watcher processes' side: every token each watcher receives, with its latency.
 
-The processes are driven by `builder_bench.watchers.WatcherPool` (the bench script with
-`--watch-child`, JSON lines on stdin/stdout) and their records merged by its
+The processes are builder_bench's (`watch_child`, driven by its `WatcherPool`: the bench
+script with `--watch-child`, JSON lines on stdin/stdout) and their records merged by its
 `merge_watchers`. `TokenWatchState` is builder_bench's `WatchState` with tokens where it
 has flow items: each token of an item (its key `execution:seq:index`, its stamp the
 emission time its word says) is recorded for a watcher when that watcher receives the
@@ -16,25 +16,13 @@ would only add the watcher's own work to every latency.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from builder_bench.watchers import (
-    READY_TIMEOUT_S,
-    STREAMS_PER_CHANNEL,
-    WatchState,
-    probe_lag,
-    send_reply,
-    watch_one,
-)
-from harness import CHANNEL_OPTIONS
+from builder_bench.watchers import WatchState
+from builder_bench.watchers import watch_child as watch_apps
 
-from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.api.chat.v1 import chat_pb2
 
 from .tokens import TextTokens
 
@@ -93,33 +81,5 @@ class TokenWatchState(WatchState):
 
 
 async def watch_child(chat_address: str, apps: Sequence[str], first: int) -> None:
-    """A watcher process: `apps[i]` is watcher i's app. The protocol is builder_bench's:
-    `ready` once every watcher has had its first event, then `report` and `exit`."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 24)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    state = TokenWatchState(apps, first)
-    closing = asyncio.Event()
-    options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-    count = max(1, math.ceil(len(apps) / STREAMS_PER_CHANNEL))
-    channels = [grpc.aio.insecure_channel(chat_address, options=options) for _ in range(count)]
-    stubs = [chat_pb2_grpc.ChatServiceStub(channel) for channel in channels]
-    tasks = [asyncio.create_task(probe_lag(state))]
-    for watcher, app_id in enumerate(apps):
-        stub = stubs[watcher % len(stubs)]
-        tasks.append(asyncio.create_task(watch_one(stub, state, watcher, app_id, closing)))
-    try:
-        await asyncio.wait_for(state.all_ready.wait(), READY_TIMEOUT_S)
-        send_reply({"ready": len(apps)})
-        while line := await reader.readline():
-            command = json.loads(line)
-            if command["cmd"] != "report":
-                break
-            send_reply({"windows": [state.window(*w) for w in command["windows"]]})
-    finally:
-        closing.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for channel in channels:
-            await channel.close(None)
+    """A watcher process: builder_bench's, recording tokens (`TokenWatchState`)."""
+    await watch_apps(chat_address, apps, first, TokenWatchState)
