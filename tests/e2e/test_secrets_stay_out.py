@@ -1,8 +1,8 @@
 """Secrets never leave in what the system emits.
 
 The three services run as processes at DEBUG, with marker values for OPENAI_API_KEY, the
-AWS keys and a DATABASE_URL password (PostgreSQL trusts the connection, so any password
-works). The model endpoint first refuses the key and echoes it in its error body, as real
+AWS keys and a DATABASE_URL password (a login role of its own, made for this test, so the
+password is the one PostgreSQL checks wherever it checks passwords, as in a container). The model endpoint first refuses the key and echoes it in its error body, as real
 endpoints do with a masked one; then a build succeeds and deploys. The refused build's error
 reaches the message, GetExecution and `appforge build`'s output with the key redacted; no
 marker appears in any service log, in the CLI's output, in `appforge inspect`, or in
@@ -11,14 +11,18 @@ what chat stores.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 
 import grpc
+import pytest
 from sqlalchemy.engine import make_url
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.services.common.secrets import REDACTED
+from tests.conftest import Infra, _admin
 from tests.e2e.conftest import Cli, Spawn, appforge
 from tests.e2e.golden_stack import StackFactory
 from tests.openai_endpoint import Failure, FakeEndpoint, calculator_replies, serving
@@ -33,16 +37,31 @@ def markers() -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def marker_role(infra: Infra, pg_url: str) -> Iterator[tuple[str, str]]:
+    """(DATABASE_URL, password) for a login role whose password is a marker; the role is
+    dropped at the end, its sessions ended first."""
+    token = uuid.uuid4().hex[:8]
+    role, password = f"marker_{token}", f"marker-db-password-{token}"
+    asyncio.run(_admin(infra, f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"))
+    url = make_url(pg_url).set(username=role, password=password)
+    try:
+        yield url.render_as_string(hide_password=False), password
+    finally:
+        ended = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        asyncio.run(_admin(infra, ended))
+        asyncio.run(_admin(infra, f"DROP ROLE IF EXISTS {role}"))
+
+
 def leaks(text: str, secrets: list[str]) -> list[str]:
     return [secret for secret in secrets if secret in text]
 
 
 async def test_no_secret_reaches_a_log_a_status_or_a_message(
-    spawn: Spawn, stacks: StackFactory, pg_url: str
+    marker_role: tuple[str, str], spawn: Spawn, stacks: StackFactory
 ) -> None:
     secret_env = markers()
-    password = f"marker-db-password-{uuid.uuid4().hex[:8]}"
-    database_url = make_url(pg_url).set(password=password).render_as_string(hide_password=False)
+    database_url, password = marker_role
     secrets = [*secret_env.values(), password]
     echo = json.dumps(
         {"error": {"message": f"Incorrect API key provided: {secret_env['OPENAI_API_KEY']}"}}
