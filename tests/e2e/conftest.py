@@ -138,6 +138,9 @@ def service_env(
         # The session's database keeps earlier tests' executions (some killed mid-run) of the
         # same teams: the fair share is tested on its own.
         APPFORGE_TEAM_MAX_RUNNING_BUILDS="100000",
+        # Tokens are the subject of their own tests (test_auth_matrix, the golden flows, which
+        # run with them): the others call without, as `serve --insecure` allows.
+        APPFORGE_INSECURE="true",
     )
     return env
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from appforge.cli import installed
-from appforge.services.common import secrets
-from appforge.services.common.errors import AppforgeError
+from appforge.services.common import auth, secrets
+from appforge.services.common.errors import AppforgeError, ConfigError
 from appforge.services.common.logging import configure_logging
 from appforge.services.common.settings import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Settings
 from appforge.services.common.tls import TlsSettings
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="port serving deployed apps (default APPFORGE_DEPLOY_HTTP_PORT or 8080)",
     )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="check no tokens (default: the APPFORGE_AUTH_* key, else a secret made in the "
+        "data directory on first start)",
+    )
 
     serve = commands.add_parser("serve", help="run one service")
     serve.add_argument(
@@ -84,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply migrations before serving (always done on the embedded SQLite default)",
     )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without a key: every caller unchecked (also APPFORGE_INSECURE=true); "
+        "without it, serving needs APPFORGE_AUTH_JWT_SECRET(_FILE) or "
+        "APPFORGE_AUTH_JWT_PUBLIC_KEY_FILE",
+    )
     build = commands.add_parser(
         "build",
         help="build an app from a prompt and deploy it, showing progress live",
@@ -106,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--json", action="store_true", help="print events as JSON lines")
     build.add_argument(
+        "--token",
+        default=None,
+        help="the token to call with (default APPFORGE_TOKEN, else one minted from the "
+        "APPFORGE_AUTH_* key or the one `appforge up` keeps in the data directory)",
+    )
+    build.add_argument(
         "--timeout", type=float, default=600.0, help="seconds for the whole cycle (default 600)"
     )
     build.add_argument(
@@ -126,6 +145,30 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("id", help="an app id or an execution id")
     inspect.add_argument("--chat", default=None, help="chat address (default APPFORGE_CHAT_ADDR)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument(
+        "--token",
+        default=None,
+        help="the token to call with (default APPFORGE_TOKEN, else one minted from the "
+        "APPFORGE_AUTH_* key or the one `appforge up` keeps in the data directory)",
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="print a signed token for grpcurl and other clients",
+        description="Signed with the APPFORGE_AUTH_* key, else the secret `appforge up` made "
+        "in the data directory. Use it as: grpcurl -H 'authorization: Bearer TOKEN' ...",
+    )
+    token.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        help="a team the token acts for (repeat for several; none for an admin)",
+    )
+    token.add_argument(
+        "--role", choices=[r.value for r in auth.Role], default="user", help="(default user)"
+    )
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
+    token.add_argument("--subject", default=None, help="the sub claim (default cli:$USER)")
 
     health = commands.add_parser(
         "health",
@@ -165,6 +208,7 @@ def _app_name(prompt: str) -> str:
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     from appforge.cli.build import BuildOptions, run_build
+    from appforge.cli.tokens import credentials
 
     options = BuildOptions(
         prompt=args.prompt,
@@ -179,8 +223,42 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         connect_timeout=args.connect_timeout,
         reconnect_timeout=3 * args.connect_timeout,
         tls=settings.tls,
+        # As a user of the app's team, for as long as the whole cycle may take.
+        credentials=credentials(
+            args.token, settings, teams=[args.team], role=auth.Role.USER, ttl=args.timeout + 120
+        ),
     )
     return asyncio.run(run_build(options, sys.stdout, sys.stderr, limits=settings.limits))
+
+
+def _inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from appforge.cli import inspect as inspect_command
+    from appforge.cli.tokens import credentials
+
+    return inspect_command.run(
+        args.chat or settings.chat_addr,
+        args.id,
+        args.json,
+        sys.stdout,
+        sys.stderr,
+        tls=settings.tls,
+        # An operator's look at any app or execution: as an admin, when minted.
+        credentials=credentials(args.token, settings, teams=[], role=auth.Role.ADMIN, ttl=300),
+    )
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from appforge.cli.tokens import mint, parse_ttl
+
+    token = mint(
+        settings,
+        teams=args.team,
+        role=auth.Role(args.role),
+        ttl=parse_ttl(args.ttl),
+        subject_name=args.subject,
+    )
+    print(token)
+    return 0
 
 
 def _to_run(args: argparse.Namespace) -> str:
@@ -193,6 +271,38 @@ def _to_run(args: argparse.Namespace) -> str:
     return service
 
 
+def _with_key(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings `up` or `serve` run with, as far as tokens go.
+
+    `up` with no key configured makes one in its data directory (the CLI finds it there).
+    `serve` with no key refuses, unless told to serve unchecked; either way unchecked is
+    said at every start.
+    """
+    import dataclasses
+
+    from appforge.services.common.logging import get_logger
+
+    insecure = args.insecure or settings.auth.insecure
+    if settings.auth.enabled:
+        return settings
+    if insecure:
+        get_logger("appforge.cli").warning(
+            "serving_without_tokens",
+            detail="every caller is unchecked: any client that reaches a port may read and "
+            f"write every team's apps; set {auth.SECRET} or {auth.PUBLIC_KEY_FILE} to check",
+        )
+        return settings
+    if args.command == "up":
+        secret = auth.ensure_local_secret(settings.data_dir)
+        return dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, secret=secret))
+    raise ConfigError(
+        f"appforge serve checks a token on every call and has no key: set {auth.SECRET} "
+        f"(or {auth.SECRET_FILE}) for HS256, or {auth.PUBLIC_KEY_FILE} (and "
+        f"{auth.PRIVATE_KEY_FILE} for the builder and the deployer) for RS256/EdDSA; "
+        "or pass --insecure (APPFORGE_INSECURE=true) to serve every caller unchecked"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -203,24 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(address, args.service, args.timeout, TlsSettings.from_env(os.environ))
         env = os.environ
         settings = Settings.from_env(env)
-        if args.command == "build":
-            return _build(args, settings)
-        if args.command == "inspect":
-            from appforge.cli import inspect as inspect_command
-
-            return inspect_command.run(
-                args.chat or settings.chat_addr,
-                args.id,
-                args.json,
-                sys.stdout,
-                sys.stderr,
-                tls=settings.tls,
-            )
+        client = {"build": _build, "inspect": _inspect, "token": _token}.get(args.command)
+        if client is not None:
+            return client(args, settings)
         secrets.register_env(env)  # no log line, status or message of ours shows them
         configure_logging(settings.log_level, settings.log_format)
         if args.command in ("up", "serve"):
             from appforge.services.common.metrics import serve_metrics
 
+            settings = _with_key(args, settings)
             name = _to_run(args)
             metrics_port = _first(
                 args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]

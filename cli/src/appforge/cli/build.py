@@ -31,6 +31,7 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.cli.build_view import PipedView, Progress, render
 from appforge.cli.channels import CHANNEL_OPTIONS, Unreachable, connect, console_for
+from appforge.services.common.auth import Metadata
 from appforge.services.common.errors import AppforgeError, InvalidArgument
 from appforge.services.common.settings import Limits
 from appforge.services.common.tls import TlsSettings, open_channel
@@ -63,6 +64,10 @@ class BuildOptions:
     connect_timeout: float = 10.0
     reconnect_timeout: float = 30.0
     tls: TlsSettings | None = None  # APPFORGE_TLS_*: None, plaintext
+    credentials: Metadata | None = None  # the token every call carries (`tokens.py`)
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        return open_channel(address, self.tls, CHANNEL_OPTIONS, self.credentials)
 
 
 def _json_line(out: TextIO, kind: str, message: Message | None = None, **extra: Any) -> None:
@@ -175,9 +180,9 @@ async def _cycle(
     clock: Callable[[], float],
 ) -> int:
     async with (
-        open_channel(options.chat, options.tls, CHANNEL_OPTIONS) as chat_channel,
-        open_channel(options.builder, options.tls, CHANNEL_OPTIONS) as builder_channel,
-        open_channel(options.deployer, options.tls, CHANNEL_OPTIONS) as deployer_channel,
+        options.channel(options.chat) as chat_channel,
+        options.channel(options.builder) as builder_channel,
+        options.channel(options.deployer) as deployer_channel,
     ):
         chat = chat_pb2_grpc.ChatServiceStub(chat_channel)
         progress.calling = f"chat at {options.chat}"

@@ -27,6 +27,7 @@ from rich.text import Text
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
 from appforge.cli.channels import Unreachable, connect, console_for
+from appforge.services.common.auth import Metadata
 from appforge.services.common.tls import TlsSettings, open_channel
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_UNKNOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -125,11 +126,12 @@ async def load(
     target: str,
     connect_timeout: float = CONNECT_TIMEOUT,
     tls: TlsSettings | None = None,
+    credentials: Metadata | None = None,
 ) -> tuple[str, list[chat_pb2.ChatMessage]]:
     """(app id, messages) for an execution id (its app's messages of that execution) or
     an app id (all of them). NOT_FOUND when it is neither; `Unreachable` when chat cannot
     be connected to within `connect_timeout` seconds."""
-    async with open_channel(chat_address, tls) as channel:
+    async with open_channel(chat_address, tls, credentials=credentials) as channel:
         await connect(channel, f"chat at {chat_address}", connect_timeout, fail_fast=True)
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         execution_id = ""
@@ -236,10 +238,11 @@ def run(
     out: TextIO,
     err: TextIO,
     tls: TlsSettings | None = None,
+    credentials: Metadata | None = None,
 ) -> int:
     """`appforge inspect`: print the report; the exit status."""
     try:
-        app_id, messages = asyncio.run(load(chat_address, target, tls=tls))
+        app_id, messages = asyncio.run(load(chat_address, target, tls=tls, credentials=credentials))
     except Unreachable as exc:
         err.write(f"appforge inspect: {exc}\n")
         return EXIT_UNREACHABLE

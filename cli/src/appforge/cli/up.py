@@ -17,7 +17,7 @@ from appforge.cli import installed
 from appforge.services.builder.bootstrap import build_builder
 from appforge.services.builder.settings import BuilderSettings
 from appforge.services.chat.bootstrap import build_chat
-from appforge.services.common import db, migrate
+from appforge.services.common import auth, db, migrate
 from appforge.services.common.bus import create_bus
 from appforge.services.common.server import run_until_signalled
 from appforge.services.common.settings import Settings
@@ -53,6 +53,14 @@ def _address_flags(settings: Settings, ports: Ports) -> str:
         if address != default
     ]
     return "".join(flags)
+
+
+def _tokens_line(settings: Settings) -> str:
+    if not settings.auth.enabled:
+        return "NOT checked (--insecure): every caller may do anything"
+    local = settings.data_dir / auth.LOCAL_SECRET
+    where = f"the secret in {local}" if auth.local_secret(settings.data_dir) else "your key"
+    return f"checked, signed with {where}; for grpcurl: appforge token --team default"
 
 
 async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
@@ -106,6 +114,7 @@ async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
             f"  chat      {chat.server.address}",
             f"  builder   {builder.server.address}  (models: {', '.join(builder.service.models)})",
             f"  deployer  {deployer.server.address}  apps on http://{local}:{http_port}/apps/",
+            f"  tokens    {_tokens_line(settings)}",
             f'  try       appforge build "build a calculator"{_address_flags(settings, ports)}',
             "  Ctrl-C to stop",
         ]

@@ -20,6 +20,7 @@ from appforge.services.builder.models.base import Model
 from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
 from appforge.services.builder.models.scripted import ScriptedModel
 from appforge.services.builder.ports import ChatPort, DeployerPort
+from appforge.services.builder.rules import rules
 from appforge.services.builder.sandbox import Sandbox
 from appforge.services.builder.service import BuilderService
 from appforge.services.builder.settings import BuilderSettings
@@ -81,7 +82,9 @@ def registration(service: BuilderService) -> ServiceRegistration:
     def register(server: grpc.aio.Server) -> None:
         builder_pb2_grpc.add_BuilderServiceServicer_to_server(BuilderServicer(service), server)
 
-    return ServiceRegistration(name=SERVICE_NAME, register=register)
+    return ServiceRegistration(
+        name=SERVICE_NAME, register=register, rules=rules(service.store, service.chat)
+    )
 
 
 def build_models(config: BuilderSettings) -> dict[str, Model]:
@@ -122,8 +125,13 @@ def build_builder(
         settings.resolved_database_url(), pool_size=settings.db_pool_size
     )
     clock = clock or SystemClock()
-    chat = chat or GrpcChat(settings.chat_addr, tls=settings.tls)
-    deployer = deployer or GrpcDeployer(settings.deployer_addr, tls=settings.tls)
+    minter = settings.auth.minter("appforge-builder")
+    if chat is None:
+        grpc_chat = GrpcChat(settings.chat_addr, tls=settings.tls, minter=minter)
+        chat, teams = grpc_chat, grpc_chat.teams
+    else:
+        teams = None  # a chat handed in: its apps' teams are not asked of a real chat
+    deployer = deployer or GrpcDeployer(settings.deployer_addr, tls=settings.tls, teams=teams)
     models = models if models is not None else build_models(builder)
     store = ExecutionStore(engine)
     sandboxes = builder.sandboxes_under(settings.data_dir)

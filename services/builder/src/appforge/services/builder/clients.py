@@ -21,7 +21,8 @@ from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.services.builder.convert import files_to_proto
 from appforge.services.builder.domain import MessageStatus
 from appforge.services.builder.ports import UserMessage
-from appforge.services.common import deadlines
+from appforge.services.common import auth, deadlines
+from appforge.services.common.app_teams import AppTeams
 from appforge.services.common.errors import FailedPrecondition, Unavailable
 from appforge.services.common.flow import FlowItem
 from appforge.services.common.flow_proto import item_to_proto
@@ -77,13 +78,22 @@ async def call_with_retries(
 
 
 class GrpcChat(LazyChannel):
-    """ChatPort over gRPC."""
+    """ChatPort over gRPC. With `minter` (tokens are checked), each call carries a service
+    token for the team of the app it touches; the reads made while serving a Build
+    (`team_of`, `user_message`) act for the Build's caller, and see what it may see."""
 
     def __init__(
-        self, address: str, policy: RetryPolicy | None = None, *, tls: TlsSettings | None = None
+        self,
+        address: str,
+        policy: RetryPolicy | None = None,
+        *,
+        tls: TlsSettings | None = None,
+        minter: auth.Minter | None = None,
     ) -> None:
         super().__init__(address, tls)
         self.policy = policy or RetryPolicy()
+        self.minter = minter
+        self.teams = AppTeams(self.channel, minter, timeout=self.policy.timeout)
 
     def _stub(self) -> chat_pb2_grpc.ChatServiceAsyncStub:
         return chat_pb2_grpc.ChatServiceStub(self.channel())
@@ -91,28 +101,38 @@ class GrpcChat(LazyChannel):
     async def _call(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         return await call_with_retries(call, service="chat", what=what, policy=self.policy)
 
+    async def _acting_for_app(self, app_id: str) -> auth.Metadata | None:
+        if self.minter is None:
+            return None
+        return await self._call("get_app", lambda: self.teams.acting_for_app(app_id))
+
     async def post_user_message(self, *, app_id: str, content: str, request_id: str) -> UserMessage:
         request = chat_pb2.PostUserMessageRequest(
             app_id=app_id, content=content, request_id=request_id
         )
+        metadata = await self._acting_for_app(app_id)
         message = await self._call(
             "post_user_message",
-            lambda: self._stub().PostUserMessage(request, timeout=self.policy.bounded()),
+            lambda: self._stub().PostUserMessage(
+                request, timeout=self.policy.bounded(), metadata=metadata
+            ),
         )
         return UserMessage(id=message.id, app_id=message.app_id, content=message.content)
 
     async def team_of(self, app_id: str) -> str:
-        request = chat_pb2.GetAppRequest(app_id=app_id)
-        app = await self._call(
-            "get_app", lambda: self._stub().GetApp(request, timeout=self.policy.bounded())
-        )
-        return app.team_id
+        caller = auth.caller()
+        return await self._call("get_app", lambda: self.teams.team_of(app_id, caller))
 
     async def user_message(self, message_id: str) -> UserMessage:
         request = chat_pb2.GetMessageRequest(message_id=message_id)
+        metadata = None
+        if self.minter is not None:
+            metadata = self.minter.acting_for(auth.caller() or auth.SYSTEM)
         message = await self._call(
             "get_message",
-            lambda: self._stub().GetMessage(request, timeout=self.policy.bounded()),
+            lambda: self._stub().GetMessage(
+                request, timeout=self.policy.bounded(), metadata=metadata
+            ),
         )
         if message.role != chat_pb2.ROLE_USER:
             raise FailedPrecondition(
@@ -137,9 +157,12 @@ class GrpcChat(LazyChannel):
             metadata=struct(metadata) if metadata else None,
             view=chat_pb2.MESSAGE_VIEW_BASIC,  # only the id is read: the smallest reply
         )
+        credentials = await self._acting_for_app(app_id)
         message = await self._call(
             "upsert",
-            lambda: self._stub().UpsertAssistantMessage(request, timeout=self.policy.bounded()),
+            lambda: self._stub().UpsertAssistantMessage(
+                request, timeout=self.policy.bounded(), metadata=credentials
+            ),
         )
         return message.id
 
@@ -152,13 +175,20 @@ def _message_status(status: MessageStatus | None) -> chat_pb2.MessageStatus.Valu
 
 
 class GrpcDeployer(LazyChannel):
-    """DeployerPort over gRPC."""
+    """DeployerPort over gRPC; with `teams` able to mint, each Deploy carries a service
+    token for the team of its app."""
 
     def __init__(
-        self, address: str, policy: RetryPolicy | None = None, *, tls: TlsSettings | None = None
+        self,
+        address: str,
+        policy: RetryPolicy | None = None,
+        *,
+        tls: TlsSettings | None = None,
+        teams: AppTeams | None = None,
     ) -> None:
         super().__init__(address, tls)
         self.policy = policy or RetryPolicy(attempts=6, max_backoff=5.0, timeout=30.0)
+        self.teams = teams
 
     async def deploy(
         self,
@@ -175,8 +205,17 @@ class GrpcDeployer(LazyChannel):
             files=files_to_proto(files),
         )
         stub = deployer_pb2_grpc.DeployerServiceStub(self.channel())
+        metadata = None
+        if self.teams is not None:
+            teams = self.teams
+            metadata = await call_with_retries(
+                lambda: teams.acting_for_app(app_id),
+                service="chat",
+                what="get_app",
+                policy=self.policy,
+            )
         deployment = await call_with_retries(
-            lambda: stub.Deploy(request, timeout=self.policy.bounded()),
+            lambda: stub.Deploy(request, timeout=self.policy.bounded(), metadata=metadata),
             service="deployer",
             what="deploy",
             policy=self.policy,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appforge.api.chat.v1 import chat_pb2_grpc
 from appforge.services.chat.convert import ProtoChangeCodec
 from appforge.services.chat.grpc_api import SERVICE_NAME, ChatServicer, watch_handler
+from appforge.services.chat.rules import rules
 from appforge.services.chat.service import ChatService
 from appforge.services.chat.store import MessageStore
 from appforge.services.common import db
@@ -50,7 +51,7 @@ def registration(service: ChatService) -> ServiceRegistration:
         # As the generated code does (grpcio >= 1.63; not in its type stubs yet).
         cast(Any, server).add_registered_method_handlers(SERVICE_NAME, handlers.methods)
 
-    return ServiceRegistration(name=SERVICE_NAME, register=register)
+    return ServiceRegistration(name=SERVICE_NAME, register=register, rules=rules(service))
 
 
 class _Handlers:

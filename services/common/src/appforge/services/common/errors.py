@@ -19,6 +19,8 @@ class ErrorKind(Enum):
     RESOURCE_EXHAUSTED = "resource_exhausted"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNAVAILABLE = "unavailable"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal"
 
 
@@ -82,6 +84,20 @@ class Unavailable(AppforgeError):
     """A dependency (database, Redis, another service) cannot be reached."""
 
     kind = ErrorKind.UNAVAILABLE
+
+
+class Unauthenticated(AppforgeError):
+    """The call carries no token, or one that is malformed, expired or not signed by our key
+    (UNAUTHENTICATED). The message says which, never what the token held."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class PermissionDenied(AppforgeError):
+    """A verified caller whose role may not make this call (PERMISSION_DENIED). A resource
+    of another team is NotFound instead: whether it exists is not the caller's to know."""
+
+    kind = ErrorKind.PERMISSION_DENIED
 
 
 class ConfigError(AppforgeError):

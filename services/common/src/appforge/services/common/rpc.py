@@ -11,6 +11,8 @@ from appforge.services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from appforge.services.common.tls import TlsSettings, open_channel
@@ -22,6 +24,9 @@ _KINDS: dict[grpc.StatusCode, type[AppforgeError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    # A service refused by another is misconfigured (keys differ, a rule forbids): say so.
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

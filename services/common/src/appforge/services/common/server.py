@@ -1,8 +1,9 @@
 """gRPC server bootstrap shared by every service.
 
 Registers health and reflection next to the service, maps domain errors to status codes
-in one interceptor, logs every RPC, and shuts down in order on SIGTERM: health
-NOT_SERVING, new RPCs refused, the service's in-flight work ended (`draining`), the
+in one interceptor that also verifies each call's token and applies the service's rules
+(`access`: health and reflection stay open), logs every RPC, and shuts down in order on
+SIGTERM: health NOT_SERVING, new RPCs refused, the service's in-flight work ended (`draining`), the
 in-flight RPCs drained within the grace, then the service's own cleanup (pools, buses).
 Several servers in one process stop one after another, the last started first.
 A second signal exits at once.
@@ -23,13 +24,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from appforge.services.common import deadlines
+from appforge.services.common import auth, deadlines
+from appforge.services.common.access import Guard, Rules, check_complete
 from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
 from appforge.services.common.logging import get_logger
 from appforge.services.common.metrics import RPC_SECONDS, RPCS
 from appforge.services.common.secrets import redact
-from appforge.services.common.settings import Settings
+from appforge.services.common.settings import Limits, Settings
 from appforge.services.common.tls import TlsSettings
 
 log = get_logger(__name__)
@@ -42,6 +44,8 @@ _STATUS_BY_KIND = {
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -59,9 +63,11 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns `AppforgeError` into its status code and logs each RPC with its outcome; checks
-    every request at the edge first (`edge`: undecodable bytes, NUL, timestamps)."""
+    every call at the edge first: its token and the method's rule (`guard`, when tokens are
+    checked), then the request (`edge`: undecodable bytes, NUL, timestamps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.guard = guard
         # Handlers are fixed per method once registered: wrap each one once, not per call.
         self._wrapped: dict[str, MethodHandler] = {}
 
@@ -79,13 +85,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             return handler
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),  # type: ignore[arg-type]
+                _wrap_unary(method, handler.unary_unary, self.guard),  # type: ignore[arg-type]
                 request_deserializer=decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
+                _wrap_stream(method, handler.unary_stream, self.guard),  # type: ignore[arg-type]
                 request_deserializer=decoding(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -107,11 +113,23 @@ async def _abort(context: Context, method: str, exc: Exception, started: float) 
     await context.abort(code, redact(details))
 
 
-def _wrap_unary(method: str, fn: Handler) -> Handler:
+async def _admit(guard: Guard | None, method: str, request: Any, context: Context) -> None:
+    """The caller verified and allowed (`auth.caller()` says who, for the rest of the call),
+    the request checked at the edge."""
+    if guard is None:
+        check_request(request)
+        return
+    principal = guard.authenticate(context.invocation_metadata())
+    check_request(request)
+    await guard.authorize(method, request, principal)
+    auth.set_caller(principal)  # the call's own task and context: gone with it
+
+
+def _wrap_unary(method: str, fn: Handler, guard: Guard | None = None) -> Handler:
     async def wrapped(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         try:
-            check_request(request)
+            await _admit(guard, method, request, context)
             with deadlines.serving(context.time_remaining()):
                 response = await fn(request, context)
         except asyncio.CancelledError:
@@ -130,11 +148,13 @@ def _wrap_unary(method: str, fn: Handler) -> Handler:
     return wrapped
 
 
-def _wrap_stream(method: str, fn: Handler) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    method: str, fn: Handler, guard: Guard | None = None
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
-            check_request(request)
+            await _admit(guard, method, request, context)
             # Not reset across the yields: the stream's task, and its context, end with it.
             deadlines.set_remaining(context.time_remaining())
             async for item in fn(request, context):
@@ -163,10 +183,12 @@ class ServiceRegistration:
 
     name: str  # the fully qualified gRPC service name, e.g. appforge.chat.v1.ChatService
     register: Callable[[grpc.aio.Server], None]
+    rules: Rules  # who may call each RPC (`access`): one per method, checked at start
 
 
 class GrpcServer:
-    """A grpc.aio server with health, reflection and the error interceptor."""
+    """A grpc.aio server with health, reflection and the error interceptor; tokens checked
+    when `auth` has a key."""
 
     def __init__(
         self,
@@ -178,6 +200,8 @@ class GrpcServer:
         grace: float,
         draining: Callable[[], Awaitable[None]] | None = None,
         tls: TlsSettings | None = None,
+        auth_settings: auth.AuthSettings | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.grace = grace
         self.draining = draining
@@ -188,7 +212,18 @@ class GrpcServer:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=options)
+        tables = [(s.name, s.rules) for s in services]
+        for name, table in tables:
+            check_complete(name, table)
+        guard = (
+            Guard.over(auth_settings.verifier(), tables, limits or Limits())
+            if auth_settings is not None and auth_settings.enabled
+            else None
+        )
+        self.checks_tokens = guard is not None
+        self.server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor(guard)], options=options
+        )
         for service in services:
             service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -232,6 +267,8 @@ class GrpcServer:
             grace=settings.shutdown_grace,
             draining=draining,
             tls=settings.tls,
+            auth_settings=settings.auth,
+            limits=settings.limits,
         )
 
     async def start(self) -> None:

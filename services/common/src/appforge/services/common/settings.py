@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from appforge.services.common.auth import AuthSettings
 from appforge.services.common.errors import ConfigError
 from appforge.services.common.tls import TlsSettings
 
@@ -64,6 +65,7 @@ class Settings:
     metrics_port: int | None = None  # None: the service's default; 0: no metrics server
     limits: Limits = dataclasses.field(default_factory=Limits)
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +89,7 @@ class Settings:
             write_batches=read_count(env, "APPFORGE_WRITE_BATCHES", 2),
             metrics_port=read_port(env, "APPFORGE_METRICS_PORT"),
             tls=TlsSettings.from_env(env),
+            auth=AuthSettings.from_env(env),
         )
 
     def resolved_database_url(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from appforge.services.common.auth import Metadata
 from appforge.services.common.errors import ConfigError
 
 CERT = "APPFORGE_TLS_CERT_FILE"
@@ -79,13 +80,46 @@ class TlsSettings:
 
 
 def open_channel(
-    address: str, tls: TlsSettings | None, options: Sequence[tuple[str, Any]] | None = None
+    address: str,
+    tls: TlsSettings | None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    credentials: Metadata | None = None,
 ) -> grpc.aio.Channel:
-    """An asyncio channel to `address`: TLS when `tls` says clients call with it."""
-    credentials = tls.channel_credentials() if tls is not None else None
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    """An asyncio channel to `address`: TLS when `tls` says clients call with it; every call
+    carrying `credentials` (`authorization` metadata) when given."""
+    secure = tls.channel_credentials() if tls is not None else None
+    # The stubs type aio interceptors as a placeholder that takes nothing real.
+    interceptors: Any = None
+    if credentials:
+        interceptors = [_UnaryWithMetadata(credentials), _StreamWithMetadata(credentials)]
+    if secure is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, secure, options=options, interceptors=interceptors)
+
+
+class _WithMetadata:
+    """Adds the same metadata to every call it intercepts."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = metadata
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+# grpc.aio files an interceptor under the first kind it is (`isinstance`, elif): one class
+# per kind of call.
+class _UnaryWithMetadata(_WithMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamWithMetadata(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
 
 
 def _read(env: Mapping[str, str], name: str) -> bytes | None:

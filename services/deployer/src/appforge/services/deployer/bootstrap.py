@@ -14,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appforge.api.deployer.v1 import deployer_pb2_grpc
 from appforge.services.common import db
+from appforge.services.common.app_teams import AppTeams
 from appforge.services.common.bus import Bus, create_bus
 from appforge.services.common.server import GrpcServer, ServiceRegistration
 from appforge.services.common.settings import Settings
 from appforge.services.deployer.chat_client import GrpcChatNotifier
 from appforge.services.deployer.deliverer import ChatNotifier, NoticeDeliverer
 from appforge.services.deployer.grpc_api import SERVICE_NAME, DeployerServicer
+from appforge.services.deployer.rules import rules
 from appforge.services.deployer.service import DeployerService
 from appforge.services.deployer.settings import DeploySettings
 from appforge.services.deployer.store import DeployerStores
@@ -75,11 +77,11 @@ class DeployerRuntime:
         await self.engine.dispose()
 
 
-def registration(service: DeployerService) -> ServiceRegistration:
+def registration(service: DeployerService, teams: AppTeams) -> ServiceRegistration:
     def register(server: grpc.aio.Server) -> None:
         deployer_pb2_grpc.add_DeployerServiceServicer_to_server(DeployerServicer(service), server)
 
-    return ServiceRegistration(name=SERVICE_NAME, register=register)
+    return ServiceRegistration(name=SERVICE_NAME, register=register, rules=rules(service, teams))
 
 
 def build_targets(config: DeploySettings, data_dir: Path) -> dict[str, Target]:
@@ -128,7 +130,12 @@ def build_deployer(
     )
     bus = bus or create_bus(settings.redis_url)
     clock = clock or WallTimer()
-    chat = chat or GrpcChatNotifier(settings.chat_addr, tls=settings.tls)
+    minter = settings.auth.minter("appforge-deployer")
+    notifier = GrpcChatNotifier(settings.chat_addr, tls=settings.tls, minter=minter)
+    chat = chat or notifier
+    # The apps' teams come from chat even when a notifier is handed in (tests without tokens
+    # never ask: the rules are only applied where tokens are checked).
+    teams = chat.teams if isinstance(chat, GrpcChatNotifier) else notifier.teams
     targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
     stores = DeployerStores.over(engine)
     wake = asyncio.Event()
@@ -168,7 +175,7 @@ def build_deployer(
         wake=deliverer_wake,
     )
 
-    server = GrpcServer.serving(registration(service), settings, host=host, port=port)
+    server = GrpcServer.serving(registration(service, teams), settings, host=host, port=port)
     http = (
         DeployHttpServer(deploy.root_under(settings.data_dir), host, http_port)
         if http_port is not None
