@@ -49,7 +49,7 @@ ENV PATH=/opt/appforge/bin:$PATH \
 RUN groupadd --gid 10001 appforge \
  && useradd --uid 10001 --gid appforge --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin appforge \
- && mkdir -p /data/deploys \
+ && mkdir -p /data/deploys /data/keys \
  && chown -R appforge:appforge /data
 COPY --from=build /opt/appforge /opt/appforge
 LABEL org.opencontainers.image.title="appforge-${SERVICE}"

@@ -2,7 +2,12 @@
 
 Usage:
     python scripts/compose_up.py up   [-p PROJECT] [--engine auto|docker|podman]
+    python scripts/compose_up.py env  # export lines: the host CLI's TLS files and signing key
     python scripts/compose_up.py down [-p PROJECT] [--engine ...] [--volumes] [--rmi]
+
+The stack checks tokens and speaks mutual TLS with what its one-shot `keys` made; `up` copies
+those files to APPFORGE_COMPOSE_KEYS (default .appforge/compose-keys), where `env` points the
+CLI (`eval "$(python scripts/compose_up.py env)"`) and grpcurl can find them.
 
 The environment is the compose file's: published ports (APPFORGE_CHAT_PORT, …), image names
 (APPFORGE_IMAGE_REPO, APPFORGE_IMAGE_TAG, APPFORGE_POSTGRES_IMAGE, APPFORGE_REDIS_IMAGE); `down`
@@ -12,8 +17,9 @@ With a real Docker engine this is `docker compose up -d --build --wait`. Under p
 see ../shared/ci/README.md) health checks run only when someone runs them and podman-compose before
 podman 4.6 ignores `condition: service_healthy`, so the start order of the compose file is walked
 one step at a time: the three images built, postgres and redis until `podman healthcheck run`
-passes, each service's migrate until it exits 0, then chat, deployer and builder until their gRPC
-health is SERVING on the published ports. Every wait has a bound; a failure names its step, shows
+passes, `keys` until it exits 0 (its files then copied out), each service's migrate until it
+exits 0, then chat, deployer and builder until their gRPC health is SERVING on the published
+ports. Every wait has a bound; a failure names its step, shows
 the containers' logs and exits 1.
 """
 
@@ -23,6 +29,7 @@ import argparse
 import functools
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +48,15 @@ SERVICES = {
     "builder": ("APPFORGE_BUILDER_PORT", 50052),
 }
 MIGRATIONS = tuple(f"migrate-{service}" for service in SERVICES)
+KEYS = "keys"  # the one-shot that makes the secret and the certificates (`appforge keys`)
+# Where they are in the `keys` volume, and the files the host's clients use.
+KEYS_IN_VOLUME = "/data/keys"
+CLIENT_FILES = {
+    "APPFORGE_TLS_CA_FILE": "ca.pem",
+    "APPFORGE_TLS_CERT_FILE": "tls.pem",
+    "APPFORGE_TLS_KEY_FILE": "tls.key",
+    "APPFORGE_AUTH_JWT_SECRET_FILE": "jwt-secret",
+}
 INFRA = ("postgres", "redis")
 ENGINES = ("auto", "docker", "podman")
 # Reconnect quickly while a published port has no listener yet (gRPC's default backoff is 1 s).
@@ -89,6 +105,22 @@ class Plan:
     def address(self, service: str) -> str:
         variable, default = SERVICES[service]
         return f"127.0.0.1:{self.env.get(variable) or default}"
+
+    @property
+    def keys(self) -> Path:
+        return keys_dir(self.env)
+
+
+def keys_dir(env: dict[str, str]) -> Path:
+    """Where the host keeps a copy of the stack's keys (APPFORGE_COMPOSE_KEYS)."""
+    return Path(env.get("APPFORGE_COMPOSE_KEYS") or ROOT / ".appforge" / "compose-keys")
+
+
+def client_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables that make `appforge build`, `inspect` and `token` on the host call the
+    stack: its CA, its certificate as the client's, its signing secret."""
+    directory = keys_dir(env).resolve()
+    return {variable: str(directory / name) for variable, name in CLIENT_FILES.items()}
 
 
 def _log(event: str, **fields: object) -> None:
@@ -219,12 +251,18 @@ def _until(step: str, ready: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.25)
 
 
-def _serving(address: str, timeout: float) -> bool:
-    """One gRPC health Check on `address`, waiting up to `timeout` for it to answer."""
+def _serving(address: str, timeout: float, keys: Path) -> bool:
+    """One gRPC health Check on `address` over mutual TLS with the stack's `keys`, waiting up
+    to `timeout` for it to answer."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address, options=FAST_RECONNECT) as channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(keys / "ca.pem").read_bytes(),
+        private_key=(keys / "tls.key").read_bytes(),
+        certificate_chain=(keys / "tls.pem").read_bytes(),
+    )
+    with grpc.secure_channel(address, credentials, options=FAST_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -256,13 +294,12 @@ def _podman_up(plan: Plan) -> None:
 
     # --no-build: the images were just built above (podman-compose would otherwise only look
     # them up, or rebuild a missing one without the build options used here).
+    _podman_compose(plan, "up", "-d", "--no-deps", "--no-build", KEYS, step=KEYS)
+    _exited_zero(plan, KEYS)
+    copy_keys(plan)
     _podman_compose(plan, "up", "-d", "--no-deps", "--no-build", *MIGRATIONS, step="migrations")
     for migration in MIGRATIONS:
-        name = _container(plan, migration, migration)
-        waited = _run(["podman", "wait", name], plan.env, plan.timeouts.migrate, migration)
-        code = waited.stdout.strip().splitlines()[-1:] or [f"(podman wait: {waited.returncode})"]
-        if code != ["0"]:
-            raise StepFailed(migration, f"exited with {code[0]}")
+        _exited_zero(plan, migration)
         _log("migrated", service=migration)
 
     _podman_compose(plan, "up", "-d", "--no-deps", "--no-build", *SERVICES, step="services")
@@ -270,9 +307,35 @@ def _podman_up(plan: Plan) -> None:
         address = plan.address(service)
         # Each check waits a little for the port to answer; one cut short by a container that
         # is still starting is asked again, until the bound.
-        ready = functools.partial(_serving, address, 5)
+        ready = functools.partial(_serving, address, 5, plan.keys)
         _until(f"{service} SERVING on {address}", ready, plan.timeouts.serving)
         _log("serving", service=service, address=address)
+
+
+def _exited_zero(plan: Plan, one_shot: str) -> None:
+    """Until the one-shot container `one_shot` exits; StepFailed unless with 0."""
+    name = _container(plan, one_shot, one_shot)
+    waited = _run(["podman", "wait", name], plan.env, plan.timeouts.migrate, one_shot)
+    code = waited.stdout.strip().splitlines()[-1:] or [f"(podman wait: {waited.returncode})"]
+    if code != ["0"]:
+        raise StepFailed(one_shot, f"exited with {code[0]}")
+
+
+def copy_keys(plan: Plan) -> None:
+    """The `keys` volume's files, copied to the host's keys directory (from the exited
+    one-shot's container: it mounts the volume)."""
+    target = plan.keys
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    source = f"{KEYS_IN_VOLUME}/."
+    if plan.engine == "docker":
+        command = [*_docker_compose(plan), "cp", f"{KEYS}:{source}", str(target)]
+    else:
+        command = ["podman", "cp", f"{_container(plan, KEYS, 'copy keys')}:{source}", str(target)]
+    _checked(command, plan.env, 60, "copy keys")
+    for name in ("jwt-secret", "tls.key", "ca.key"):
+        if (target / name).exists():
+            (target / name).chmod(0o600)
+    _log("keys", directory=target)
 
 
 def _podman_down(plan: Plan, *, volumes: bool) -> None:
@@ -302,6 +365,7 @@ def up(plan: Plan) -> None:
     started = time.monotonic()
     if plan.engine == "docker":
         _docker_up(plan)
+        copy_keys(plan)
     else:
         _podman_up(plan)
     _log(
@@ -309,6 +373,7 @@ def up(plan: Plan) -> None:
     )
     for service in SERVICES:
         _log("published", service=service, address=plan.address(service))
+    _log("clients", hint='eval "$(python scripts/compose_up.py env)"')
 
 
 def down(plan: Plan, *, volumes: bool, rmi: bool) -> None:
@@ -336,6 +401,7 @@ def _parser() -> argparse.ArgumentParser:
             help="compose project name (default: $COMPOSE_PROJECT_NAME or appforge)",
         )
         sub.add_argument("--engine", choices=ENGINES, default="auto", help="default: auto")
+    commands.add_parser("env", help="print export lines for the host's CLI (eval them)")
     down_parser = commands.choices["down"]
     down_parser.add_argument("-v", "--volumes", action="store_true", help="remove volumes too")
     down_parser.add_argument("--rmi", action="store_true", help="remove the three appforge images")
@@ -345,6 +411,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
+    if args.command == "env":
+        for variable, path in client_env(env).items():
+            print(f"export {variable}={shlex.quote(path)}")
+        return 0
     plan: Plan | None = None
     try:
         plan = Plan(

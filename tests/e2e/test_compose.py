@@ -1,6 +1,8 @@
 """docker-compose.yml end to end: the images from the Dockerfile, the stack up with the documented
 command (`python scripts/compose_up.py up`), and the golden flow (a calculator built, deployed and
-served) driven from the host.
+served) driven from the host, with tokens and mutual TLS on as the compose file runs them: the
+host calls with the CA, certificate and secret that `compose_up.py up` copied out of the `keys`
+volume (`compose_up.py env`), and a call without them is refused.
 
 Runs where the container engine of ../shared/ci/container-engine.sh is up (`.ci/run` sources its
 env.sh: DOCKER_HOST, and the local PostgreSQL and Redis images) and skips elsewhere, even under
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,6 +36,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.common import auth
+from appforge.services.common.tls import TlsSettings, open_channel
 from scripts import compose_up
 from tests.app_checks import parse_html
 from tests.e2e.conftest import appforge, free_port
@@ -90,6 +95,25 @@ class Stack:
 
     def address(self, service: str) -> str:
         return self.plan.address(service)
+
+    def client_env(self) -> dict[str, str]:
+        """What `compose_up.py env` exports: the host CLI's TLS files and signing secret."""
+        return compose_up.client_env(self.env)
+
+    def channel(self, service: str, *, token: bool = True) -> grpc.aio.Channel:
+        """Mutual TLS to `service`, each call with an admin token unless `token` is False."""
+        env = self.client_env()
+        minted = None
+        if token:
+            signing = auth.AuthSettings.from_env(env).minter("compose-test")
+            assert signing is not None
+            minted = auth.metadata_of(signing.token(teams=[], role=auth.Role.ADMIN, ttl=600))
+        return open_channel(
+            self.address(service),
+            TlsSettings.from_env(env),
+            compose_up.FAST_RECONNECT,
+            credentials=minted,
+        )
 
     def compose_up(self, command: str, *args: str, timeout: float) -> None:
         """`python scripts/compose_up.py COMMAND -p PROJECT --engine podman ARGS`, which must
@@ -191,6 +215,8 @@ def stack() -> Iterator[Stack]:
     ):
         if os.environ.get(test_variable):  # the engine's local images; else the compose default
             env[variable] = os.environ[test_variable]
+    keys = tempfile.mkdtemp(prefix="appforge-compose-keys-")
+    env["APPFORGE_COMPOSE_KEYS"] = keys
     built = Stack(project=f"appforge-compose-{suffix}", env=env)
     try:
         started = time.monotonic()
@@ -201,15 +227,13 @@ def stack() -> Iterator[Stack]:
         started = time.monotonic()
         built.compose_up("down", "--volumes", "--rmi", timeout=180)
         built.timings["down"] = time.monotonic() - started
+        shutil.rmtree(keys, ignore_errors=True)
         print(f"compose stack {built.project}: {built.timings}")
 
 
-async def _until_serving(address: str, timeout: float) -> None:
+async def _until_serving(stack: Stack, service: str, timeout: float) -> None:
     """Until the server's health Watch stream says SERVING."""
-    async with (
-        asyncio.timeout(timeout),
-        grpc.aio.insecure_channel(address, options=compose_up.FAST_RECONNECT) as channel,
-    ):
+    async with asyncio.timeout(timeout), stack.channel(service, token=False) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:  # a stream broken while the container starts is opened again
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -244,6 +268,7 @@ async def _build_a_calculator(stack: Stack) -> str:
         "--deployer",
         stack.address("deployer"),
         "--json",
+        env=stack.client_env(),
         timeout=180,
     )
     assert result.code == 0, result.stdout + result.stderr
@@ -251,7 +276,7 @@ async def _build_a_calculator(stack: Stack) -> str:
     outcome = events[-1]
     assert outcome["event"] == "result" and outcome["status"] == "deployed", outcome
     execution_id = next(e["execution_id"] for e in events if e["event"] == "started")
-    async with grpc.aio.insecure_channel(stack.address("chat")) as channel:
+    async with stack.channel("chat") as channel:
         message = await chat_pb2_grpc.ChatServiceStub(channel).GetMessageByExecution(
             chat_pb2.GetMessageByExecutionRequest(execution_id=execution_id)
         )
@@ -261,7 +286,7 @@ async def _build_a_calculator(stack: Stack) -> str:
         message.metadata["deployment_status"] != "deployed"
     ):
         async with (
-            grpc.aio.insecure_channel(stack.address("chat")) as channel,
+            stack.channel("chat") as channel,
             watching(chat_pb2_grpc.ChatServiceStub(channel), message.app_id) as watcher,
         ):
             event = await watcher.until(lambda e: _deployed(execution_id, e), timeout=60)
@@ -270,11 +295,25 @@ async def _build_a_calculator(stack: Stack) -> str:
     return str(outcome["url"])
 
 
+async def _refused_without_keys(stack: Stack) -> None:
+    """Plaintext finds no server; TLS without a token is UNAUTHENTICATED."""
+    request = chat_pb2.GetAppRequest(app_id="any")
+    async with grpc.aio.insecure_channel(stack.address("chat")) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await chat_pb2_grpc.ChatServiceStub(plain).GetApp(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with stack.channel("chat", token=False) as tls:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await chat_pb2_grpc.ChatServiceStub(tls).GetApp(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 @pytest.mark.timeout(900)
 async def test_compose_stack_builds_and_serves_a_calculator(stack: Stack) -> None:
     with stack.explained():
         for service in SERVICES:
-            await _until_serving(stack.address(service), timeout=60)
+            await _until_serving(stack, service, timeout=60)
+        await _refused_without_keys(stack)
         # The compose file's own health checks (`appforge health` inside each container).
         assert {s: stack.healthy(s) for s in SERVICES} == dict.fromkeys(SERVICES, True)
         # Each image carries its own service and none of the others.
