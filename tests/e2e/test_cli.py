@@ -77,11 +77,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             "PATH": "/usr/bin:/bin",
             "APPFORGE_DATA_DIR": str(tmp_path),
             "APPFORGE_METRICS_PORT": "0",
+            "APPFORGE_INSECURE": "true",
         }
         result = _appforge("serve", "chat", "--port", str(port), env=env)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_without_a_key_refuses_unless_told_insecure(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "APPFORGE_DATA_DIR": str(tmp_path),
+        "APPFORGE_METRICS_PORT": "0",
+    }
+    refused = _appforge("serve", "chat", "--port", str(free_port()), env=env)
+    assert refused.returncode == 2
+    for variable in ("APPFORGE_AUTH_JWT_SECRET", "APPFORGE_AUTH_JWT_PUBLIC_KEY_FILE", "--insecure"):
+        assert variable in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "appforge.db").exists()  # refused before anything was made
 
 
 def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
@@ -92,7 +107,8 @@ def test_a_busy_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         env = {"PATH": "/usr/bin:/bin", "APPFORGE_DATA_DIR": str(tmp_path)}
-        result = _appforge("serve", "chat", "--port", "0", "--metrics-port", str(port), env=env)
+        argv = ["serve", "chat", "--port", "0", "--metrics-port", str(port), "--insecure"]
+        result = _appforge(*argv, env=env)
     assert result.returncode == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

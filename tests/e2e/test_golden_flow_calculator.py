@@ -22,13 +22,13 @@ from appforge.api.chat.v1 import chat_pb2
 from appforge.services.common import db
 from tests.app_checks import parse_html, run_node
 from tests.e2e.conftest import appforge, free_port, wait_serving
-from tests.e2e.golden_stack import StackFactory, assert_one_ordered_message, inspect, message_of
+from tests.e2e.golden_stack import StackFactory, assert_one_ordered_message
 
 
 async def test_golden_flow_builds_deploys_and_serves_a_working_calculator(
-    stacks: StackFactory, pg_url: str, tmp_path: Path
+    secure_stacks: StackFactory, pg_url: str, tmp_path: Path
 ) -> None:
-    stack = await stacks.stack()
+    stack = await secure_stacks.stack()
     result = await stack.build("build a calculator")
     assert result.code == 0, result.stderr + result.stdout
     outcome = result.event("result")
@@ -36,11 +36,11 @@ async def test_golden_flow_builds_deploys_and_serves_a_working_calculator(
     execution_id = result.event("started")["execution_id"]
     app_id = result.event("app")["id"]
 
-    message = await message_of(stack.chat, execution_id)
+    message = await stack.message_of(execution_id)
     assert message.status == chat_pb2.MESSAGE_STATUS_COMPLETED
     assert message.metadata["deployment_status"] == "deployed"
     assert message.metadata["url"] == outcome["url"]
-    code, report = await inspect(stack.chat, app_id)
+    code, report = await stack.inspect(app_id)
     assert code == 0 and report["problems"] == []
     assistant = [m for m in report["messages"] if m["role"] == "ROLE_ASSISTANT"]
     assert len(assistant) == 1
@@ -66,11 +66,13 @@ async def test_golden_flow_builds_deploys_and_serves_a_working_calculator(
     # A split execution, planted the way the old system made them: a second assistant
     # message for the same execution, tied to it only by its metadata.
     await plant_split(pg_url, app_id, execution_id)
-    code, report = await inspect(stack.chat, app_id)
+    code, report = await stack.inspect(app_id)
     assert code == 1
     [problem] = report["problems"]
     assert problem["kind"] == "split_execution" and problem["execution_id"] == execution_id
-    flagged = await appforge("inspect", execution_id, "--chat", stack.chat.address)
+    flagged = await appforge(
+        "inspect", execution_id, "--chat", stack.chat.address, env=stack.client_env()
+    )
     assert flagged.code == 1 and "split_execution" in flagged.stdout
 
 
@@ -145,7 +147,8 @@ async def test_golden_flow_on_appforge_up_with_no_servers(
     up_process: tuple[dict[str, int], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     ports, process = up_process
-    clean = {"DATABASE_URL": "", "REDIS_URL": ""}
+    # The CLI finds the secret `up` made in the data directory, and mints its own token.
+    clean = {"DATABASE_URL": "", "REDIS_URL": "", "APPFORGE_DATA_DIR": str(tmp_path / "data")}
     result = await appforge(
         "build",
         "build a calculator",
@@ -176,7 +179,7 @@ async def test_golden_flow_on_appforge_up_with_no_servers(
     ):
         assert line in metrics, line
     app_id = url.rstrip("/").rsplit("/", 1)[1]
-    inspected = await appforge("inspect", app_id, "--chat", f"127.0.0.1:{ports['chat']}")
+    inspected = await appforge("inspect", app_id, "--chat", f"127.0.0.1:{ports['chat']}", env=clean)
     assert inspected.code == 0, inspected.stdout
     assert "no problems" in inspected.stdout
     process.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop

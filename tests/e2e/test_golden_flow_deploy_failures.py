@@ -9,13 +9,12 @@ import signal
 import uuid
 from typing import Any
 
-import grpc
 import pytest
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from tests.deploy_endpoints import FlakyS3Proxy, HangingEndpoint, MotoS3Server, marker_probe
 from tests.e2e.conftest import appforge
-from tests.e2e.golden_stack import StackFactory, assert_one_ordered_message, inspect, message_of
+from tests.e2e.golden_stack import StackFactory, assert_one_ordered_message
 from tests.helpers import watching
 
 
@@ -41,11 +40,11 @@ def s3_env(moto: MotoS3Server, endpoint: str, bucket: str, **policy: str) -> dic
 
 
 async def test_timeout_flow_fails_the_build_and_the_message_visibly(
-    stacks: StackFactory, moto: MotoS3Server
+    secure_stacks: StackFactory, moto: MotoS3Server
 ) -> None:
     bucket = moto.create_bucket(f"b-{uuid.uuid4().hex[:12]}", public_read=True)
     async with HangingEndpoint() as hanging:
-        stack = await stacks.stack(
+        stack = await secure_stacks.stack(
             **s3_env(
                 moto,
                 hanging.url,
@@ -55,12 +54,18 @@ async def test_timeout_flow_fails_the_build_and_the_message_visibly(
             )
         )
         app_name = f"slow-{uuid.uuid4().hex[:8]}"
-        async with grpc.aio.insecure_channel(stack.chat.address) as channel:
+        async with stack.channel(stack.chat.address) as channel:
             chat = chat_pb2_grpc.ChatServiceStub(channel)
             app = await chat.CreateApp(chat_pb2.CreateAppRequest(team_id="default", name=app_name))
             async with watching(chat, app.id) as watcher:  # started before the build
                 result = await appforge(
-                    "build", "build a calculator", "--app", app_name, *stack.flags(), "--json"
+                    "build",
+                    "build a calculator",
+                    "--app",
+                    app_name,
+                    *stack.flags(),
+                    "--json",
+                    env=stack.client_env(),
                 )
                 event = await watcher.until(
                     lambda e: e.message.status == chat_pb2.MESSAGE_STATUS_FAILED, timeout=30
@@ -71,7 +76,7 @@ async def test_timeout_flow_fails_the_build_and_the_message_visibly(
     message = event.message
     assert message.metadata["error"] == "Deployment timeout"
     assert message.metadata["deployment_status"] == "timeout"
-    code, report = await inspect(stack.chat, message.execution_id)
+    code, report = await stack.inspect(message.execution_id)
     assert code == 0, report["problems"]
     assert assert_one_ordered_message(report, message.execution_id)["status"] == (
         "MESSAGE_STATUS_FAILED"
@@ -79,11 +84,11 @@ async def test_timeout_flow_fails_the_build_and_the_message_visibly(
 
 
 async def test_retry_flow_deploys_on_the_third_attempt(
-    stacks: StackFactory, moto: MotoS3Server
+    secure_stacks: StackFactory, moto: MotoS3Server
 ) -> None:
     bucket = moto.create_bucket(f"b-{uuid.uuid4().hex[:12]}", public_read=True)
     async with FlakyS3Proxy(moto.endpoint_url, failures=2, match=marker_probe) as proxy:
-        stack = await stacks.stack(**s3_env(moto, proxy.url, bucket))
+        stack = await secure_stacks.stack(**s3_env(moto, proxy.url, bucket))
         result = await stack.build("build a calculator")
     assert result.code == 0, result.stderr
     final = [e for e in result.events() if e["event"] == "deployment"][-1]
@@ -93,20 +98,20 @@ async def test_retry_flow_deploys_on_the_third_attempt(
         "ATTEMPT_OUTCOME_SUCCEEDED",
     ]
     execution_id = result.event("started")["execution_id"]
-    message = await message_of(stack.chat, execution_id)
+    message = await stack.message_of(execution_id)
     assert message.metadata["deployment_status"] == "deployed"
     assert message.metadata["attempts"] == 3
-    assert (await inspect(stack.chat, execution_id))[0] == 0
+    assert (await stack.inspect(execution_id))[0] == 0
 
 
 async def test_a_deployer_killed_mid_attempt_and_restarted_deploys_once(
-    stacks: StackFactory, moto: MotoS3Server
+    secure_stacks: StackFactory, moto: MotoS3Server
 ) -> None:
     bucket = moto.create_bucket(f"b-{uuid.uuid4().hex[:12]}", public_read=True)
     hanging = HangingEndpoint()
     await hanging.start()
     try:
-        stack = await stacks.stack(
+        stack = await secure_stacks.stack(
             **s3_env(moto, hanging.url, bucket, APPFORGE_DEPLOY_ATTEMPT_TIMEOUT="30")
         )
         port = int(stack.deployer.address.rsplit(":", 1)[1])
@@ -115,7 +120,9 @@ async def test_a_deployer_killed_mid_attempt_and_restarted_deploys_once(
         stack.deployer.process.send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(stack.deployer.process.wait, 10) == -signal.SIGKILL
         # The same address, now with a working S3: the CLI watches again and sees it end.
-        await stacks.deployer(stack.chat, port=port, **s3_env(moto, moto.endpoint_url, bucket))
+        await secure_stacks.deployer(
+            stack.chat, port=port, **s3_env(moto, moto.endpoint_url, bucket)
+        )
         result = await asyncio.wait_for(build, 120)
     finally:
         await hanging.stop()
@@ -132,5 +139,5 @@ async def test_a_deployer_killed_mid_attempt_and_restarted_deploys_once(
         prefix + k for k in ("index.html", "styles.css", "app.js", ".published")
     )
     execution_id = result.event("started")["execution_id"]
-    assert (await message_of(stack.chat, execution_id)).metadata["deployment_status"] == "deployed"
-    assert (await inspect(stack.chat, execution_id))[0] == 0
+    assert (await stack.message_of(execution_id)).metadata["deployment_status"] == "deployed"
+    assert (await stack.inspect(execution_id))[0] == 0

@@ -61,11 +61,16 @@ def _lines_until(process: subprocess.Popen[bytes], marker: str, timeout: float) 
 
 
 @pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
-    """`make run`, as written, until its banner; the command and the banner's lines."""
+def make_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """`make run`, as written, until its banner; the command and the banner's lines.
+
+    Its data directory is the test's own, and the later commands look there too (as they
+    would in the same folder): the CLI finds the signing secret `up` made in it.
+    """
     commands = readme_commands()
     assert commands[0] == "make run", commands
-    env = {**os.environ, "VENV": sys.prefix, "APPFORGE_DATA_DIR": str(tmp_path / "data")}
+    monkeypatch.setenv("APPFORGE_DATA_DIR", str(tmp_path / "data"))
+    env = {**os.environ, "VENV": sys.prefix}
     process = subprocess.Popen(
         ["bash", "-c", commands[0]],
         cwd=ROOT,

@@ -1,12 +1,14 @@
 """Secrets never leave in what the system emits.
 
 The three services run as processes at DEBUG, with marker values for OPENAI_API_KEY, the
-AWS keys and a DATABASE_URL password (a login role of its own, made for this test, so the
-password is the one PostgreSQL checks wherever it checks passwords, as in a container). The model endpoint first refuses the key and echoes it in its error body, as real
-endpoints do with a masked one; then a build succeeds and deploys. The refused build's error
+AWS keys, the token signing secret and a DATABASE_URL password (a login role of its own,
+made for this test, so the password is the one PostgreSQL checks wherever it checks
+passwords, as in a container); the CLI calls with a token given in APPFORGE_TOKEN. The model
+endpoint first refuses the key and echoes it in its error body, as real endpoints do with a
+masked one; then a build succeeds and deploys. The refused build's error
 reaches the message, GetExecution and `appforge build`'s output with the key redacted; no
 marker appears in any service log, in the CLI's output, in `appforge inspect`, or in
-what chat stores.
+what chat stores, and no token at all (the services' own included) in any log.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
+from appforge.services.common import auth
 from appforge.services.common.secrets import REDACTED
 from tests.conftest import Infra, _admin
 from tests.e2e.conftest import Cli, Spawn, appforge
@@ -34,6 +37,7 @@ def markers() -> dict[str, str]:
         "OPENAI_API_KEY": f"sk-marker-openai-{token}",
         "AWS_ACCESS_KEY_ID": f"AKIAMARKER{token.upper()}",
         "AWS_SECRET_ACCESS_KEY": f"marker-aws-secret-{token}",
+        auth.SECRET: f"marker-jwt-secret-{token}-{uuid.uuid4().hex}",
     }
 
 
@@ -62,7 +66,10 @@ async def test_no_secret_reaches_a_log_a_status_or_a_message(
 ) -> None:
     secret_env = markers()
     database_url, password = marker_role
-    secrets = [*secret_env.values(), password]
+    minter = auth.AuthSettings(secret=secret_env[auth.SECRET].encode()).minter("tests")
+    assert minter is not None
+    token = minter.token(teams=["default"], role=auth.Role.USER, ttl=600)
+    secrets = [*secret_env.values(), password, token]
     echo = json.dumps(
         {"error": {"message": f"Incorrect API key provided: {secret_env['OPENAI_API_KEY']}"}}
     )
@@ -82,19 +89,23 @@ async def test_no_secret_reaches_a_log_a_status_or_a_message(
                 "APPFORGE_OPENAI_MODEL": "gpt-test",
             },
         )
+        cli_env = {**env, auth.TOKEN: token}
         flags = ["--chat", chat.address, "--builder", builder.address]
         flags += ["--deployer", deployer.address, "--json"]
         outputs: list[Cli] = []
         for prompt in ("build a calculator", "build a calculator, again"):
             app = f"secrets-{uuid.uuid4().hex[:8]}"
-            outputs.append(await appforge("build", prompt, "--app", app, *flags, env=env))
+            outputs.append(await appforge("build", prompt, "--app", app, *flags, env=cli_env))
         refused, built = outputs
         assert refused.code != 0 and built.code == 0, (refused.stderr, built.stderr)
         failed_execution = refused.event("started")["execution_id"]
-        shown = await appforge("inspect", failed_execution, "--chat", chat.address, "--json")
+        shown = await appforge(
+            "inspect", failed_execution, "--chat", chat.address, "--json", env=cli_env
+        )
         async with grpc.aio.insecure_channel(builder.address) as channel:
             execution = await builder_pb2_grpc.BuilderServiceStub(channel).GetExecution(
-                builder_pb2.GetExecutionRequest(execution_id=failed_execution)
+                builder_pb2.GetExecutionRequest(execution_id=failed_execution),
+                metadata=auth.metadata_of(token),
             )
     # The endpoint really was sent the key (the redaction has something to hide) ...
     assert endpoint.requests[0].headers["Authorization"] == f"Bearer {secret_env['OPENAI_API_KEY']}"
@@ -112,3 +123,6 @@ async def test_no_secret_reaches_a_log_a_status_or_a_message(
     assert "rpc" in emitted["builder log"] or "debug" in emitted["builder log"]  # DEBUG on
     found = {where: leaks(text, secrets) for where, text in emitted.items()}
     assert not any(found.values()), found
+    # Every JWT starts with the base64 of '{"': none reaches a log, whoever minted it.
+    for where in ("chat log", "builder log", "deployer log"):
+        assert "eyJ" not in emitted[where], where

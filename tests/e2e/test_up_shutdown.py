@@ -23,6 +23,8 @@ import pytest_asyncio
 
 from appforge.api.builder.v1 import builder_pb2, builder_pb2_grpc
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.common import auth
+from appforge.services.common.tls import open_channel
 from tests.e2e.conftest import ServiceProcess, appforge, free_port, wait_serving
 from tests.helpers import watching
 from tests.openai_endpoint import FakeEndpoint, Silence, serving
@@ -69,9 +71,23 @@ class Up:
     process: subprocess.Popen[bytes]
     ports: dict[str, int]
     log_path: Path
+    data_dir: Path
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        """A channel whose calls carry an admin token signed with the secret `up` made."""
+        secret = auth.local_secret(self.data_dir)
+        assert secret is not None, "up made no signing secret in its data directory"
+        minter = auth.AuthSettings(secret=secret).minter("tests")
+        assert minter is not None
+        token = minter.token(teams=[], role=auth.Role.ADMIN, ttl=300)
+        return open_channel(self.address(name), None, credentials=auth.metadata_of(token))
+
+    def cli_env(self) -> dict[str, str]:
+        """The CLI on the embedded default, finding `up`'s secret where `up` keeps it."""
+        return {"DATABASE_URL": "", "REDIS_URL": "", "APPFORGE_DATA_DIR": str(self.data_dir)}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -114,7 +130,7 @@ async def up(tmp_path: Path, silent_model: FakeEndpoint) -> AsyncIterator[Up]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    handle = Up(process=process, ports=ports, log_path=log_path)
+    handle = Up(process=process, ports=ports, log_path=log_path, data_dir=tmp_path / "data")
     try:
         for name in ("chat", "builder", "deployer"):
             await wait_serving(handle.address(name), process)
@@ -129,7 +145,7 @@ async def test_ctrl_c_of_up_fails_the_running_build_with_the_reason_before_exiti
     up: Up, silent_model: FakeEndpoint
 ) -> None:
     name = f"shutdown-{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(up.address("chat")) as channel:
+    async with up.channel("chat") as channel:
         chat = chat_pb2_grpc.ChatServiceStub(channel)
         app = await chat.CreateApp(
             chat_pb2.CreateAppRequest(team_id="default", name=name, return_existing=True)
@@ -141,7 +157,7 @@ async def test_ctrl_c_of_up_fails_the_running_build_with_the_reason_before_exiti
                     "build a calculator",
                     *("--app", name, "--json", "--chat", up.address("chat")),
                     *("--builder", up.address("builder"), "--deployer", up.address("deployer")),
-                    env={"DATABASE_URL": "", "REDIS_URL": ""},
+                    env=up.cli_env(),
                     timeout=60,
                 )
             )

@@ -152,6 +152,18 @@ def _parser() -> argparse.ArgumentParser:
         "APPFORGE_AUTH_* key or the one `appforge up` keeps in the data directory)",
     )
 
+    keys = commands.add_parser(
+        "keys",
+        help="make a signing secret and a private CA with a certificate, for tokens and TLS",
+        description="Writes DIR/jwt-secret, DIR/ca.pem (+ ca.key) and DIR/tls.pem + tls.key "
+        "for every --host (and localhost, 127.0.0.1); files that exist are kept.",
+    )
+    keys.add_argument("directory", help="where to write them (created if missing)")
+    keys.add_argument(
+        "--host", action="append", default=[], help="a name the services are reached by (repeat)"
+    )
+    keys.add_argument("--days", type=int, default=365, help="certificate lifetime (default 365)")
+
     token = commands.add_parser(
         "token",
         help="print a signed token for grpcurl and other clients",
@@ -247,6 +259,16 @@ def _inspect(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from appforge.cli.keys import make_keys
+
+    for line in make_keys(Path(args.directory), args.host, args.days):
+        print(line)
+    return 0
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from appforge.cli.tokens import mint, parse_ttl
 
@@ -313,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(address, args.service, args.timeout, TlsSettings.from_env(os.environ))
         env = os.environ
         settings = Settings.from_env(env)
-        client = {"build": _build, "inspect": _inspect, "token": _token}.get(args.command)
+        commands = {"build": _build, "inspect": _inspect, "token": _token, "keys": _keys}
+        client = commands.get(args.command)
         if client is not None:
             return client(args, settings)
         secrets.register_env(env)  # no log line, status or message of ours shows them

@@ -142,8 +142,8 @@ class AuthSettings:
         if not self.enabled:
             return None
         if self.secret:
-            if len(self.secret) < 16:
-                raise ConfigError(f"{SECRET} must be at least 16 bytes long")
+            if len(self.secret) < 32:  # RFC 7518 3.2: a key as long as the hash, at least
+                raise ConfigError(f"{SECRET} must be at least 32 bytes long (HS256)")
             secrets.register(self.secret.decode(errors="replace"))
             return _Keys(algorithm="HS256", verifying=self.secret, signing=self.secret)
         return _asymmetric(self.public_key, self.private_key)
@@ -347,8 +347,9 @@ class Minter:
             claims["iss"] = self.issuer
         if self.audience:
             claims["aud"] = self.audience
-        token = jwt.encode(claims, self._keys.signing, algorithm=self._keys.algorithm)
-        secrets.register(token)
+        # Not registered as a secret one by one (a service mints one every few minutes):
+        # `secrets.redact` hides anything shaped like a JWT.
+        token: str = jwt.encode(claims, self._keys.signing, algorithm=self._keys.algorithm)
         return token
 
     def metadata(self, teams: Iterable[str], role: Role = Role.SERVICE) -> Metadata:
@@ -382,19 +383,28 @@ def local_secret(data_dir: Path) -> bytes | None:
 
 def ensure_local_secret(data_dir: Path) -> bytes:
     """The secret of `data_dir`, made on first use (256 random bits, readable by its owner
-    only)."""
+    only). The file appears whole or not at all (written aside, then linked into place), so
+    two `up`s starting at once agree on one secret, and a file left empty by a crash of an
+    older version is replaced."""
     found = local_secret(data_dir)
     if found is not None:
         return found
     path = data_dir / LOCAL_SECRET
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    made = random_secrets.token_hex(32).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another `up` made it first
-        return local_secret(data_dir) or made
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{random_secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(made + b"\n")
+        out.write(random_secrets.token_hex(32).encode() + b"\n")
+    try:
+        os.link(aside, path)  # fails if another made it first: theirs is kept
+    except FileExistsError:
+        if local_secret(data_dir) is None:  # there, but empty
+            os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+    made = local_secret(data_dir)
+    if made is None:
+        raise ConfigError(f"cannot keep a signing secret in {path}")
     return made
 
 

@@ -11,6 +11,7 @@ with `[redacted]`. The values come from the environment (`register_env`) at star
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -27,6 +28,10 @@ URL_VARIABLES = ("DATABASE_URL", "REDIS_URL")
 REDACTED = "[redacted]"
 # Shorter values would turn ordinary words into "[redacted]" (a password "test", say).
 MIN_LENGTH = 6
+# Any JSON Web Token: a base64url header that starts with '{"' ("eyJ"), a payload, a signature.
+# Tokens are hidden by their shape, whoever minted them: there are too many (each service
+# mints its own every few minutes) to register one by one.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Longest first, so that a secret inside another goes with it; ordered when one is
 # registered (at start-up), not on each of the log lines `redact` runs on.
@@ -54,9 +59,11 @@ def register_env(env: Mapping[str, str]) -> None:
 
 
 def redact(text: str) -> str:
-    """`text` with every registered secret replaced by `[redacted]`."""
+    """`text` with every registered secret, and every JWT, replaced by `[redacted]`."""
     if not text:
         return text
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED, text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
