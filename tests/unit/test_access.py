@@ -239,14 +239,16 @@ async def test_an_admin_is_not_looked_up(guard: Guard, table: Table) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "..", ".", "a/b", "a\\b", " a1", "x" * 129])
+@pytest.mark.parametrize("caller", ["alice", "admin"])
 async def test_an_invalid_id_is_refused_naming_the_field_before_any_lookup(
-    guard: Guard, table: Table, bad: str
+    guard: Guard, table: Table, bad: str, caller: str
 ) -> None:
-    error = await refused(guard, "GetApp", chat_pb2.GetAppRequest(app_id=bad), ALICE)
+    who = ALICE if caller == "alice" else ROOT
+    error = await refused(guard, "GetApp", chat_pb2.GetAppRequest(app_id=bad), who)
     assert isinstance(error, InvalidArgument)
     assert error.field == "app_id"
     assert str(error).startswith("app_id: ")
-    error = await refused(guard, "GetMessage", chat_pb2.GetMessageRequest(message_id=bad), ALICE)
+    error = await refused(guard, "GetMessage", chat_pb2.GetMessageRequest(message_id=bad), who)
     assert isinstance(error, InvalidArgument) and error.field == "message_id"
     assert all(lookup.asked == [] for lookup in table.lookups)
 

@@ -348,3 +348,55 @@ async def test_a_channel_with_minted_credentials_is_let_through(checked: Served)
         assert [event.cursor async for event in stream] == [1, 2]
     builder = Principal(subject="builder", role=Role.SERVICE, teams=frozenset({"t1"}))
     assert [s.caller for s in checked.chat.seen] == [builder, builder]
+
+
+# --- the caller, where the rules and the services' own calls need it -----------------------
+
+
+async def test_the_rule_s_lookup_knows_the_caller() -> None:
+    """A lookup asks other services as the caller (the builder's Build asks chat so): the
+    caller is set before the rule runs."""
+    asked_as: list[Principal | None] = []
+
+    async def recording_team_of(app_id: str) -> str | None:
+        asked_as.append(auth.caller())
+        return APPS.get(app_id)
+
+    chat = RecordingChat()
+    table = dict(rules())
+    table["GetApp"] = Rule(
+        roles=ANYONE, resource=Resource(kind="app", field="app_id", team_of=recording_team_of)
+    )
+    server = GrpcServer(
+        [ServiceRegistration(name=CHAT, register=chat.register, rules=table)],
+        host="127.0.0.1",
+        port=0,
+        max_message_bytes=4 * 1024 * 1024,
+        grace=1.0,
+        auth_settings=AuthSettings(secret=SECRET),
+    )
+    await server.start()
+    try:
+        await get_app(server.address, "a1", auth.metadata_of(token()))
+    finally:
+        await server.stop()
+    assert [p.subject if p else None for p in asked_as] == ["alice"]
+
+
+async def test_app_teams_asks_as_the_caller_and_remembers(unchecked: Served) -> None:
+    from appforge.services.common.app_teams import AppTeams
+
+    minter = AuthSettings(secret=SECRET).minter("appforge-builder")
+    async with grpc.aio.insecure_channel(unchecked.address) as channel:
+        teams = AppTeams(lambda: channel, minter, timeout=WAIT)
+        bob = Principal(subject="bob", role=Role.USER, teams=frozenset({"t1", "t3"}))
+        assert await teams.team_of("a1", bob) == "t1"
+        assert await teams.team_of("a1") == "t1"  # remembered: not asked again
+        assert await teams.team_of("a2") == "t2"  # no caller: as the system
+        assert await teams.acting_for_app("a2") is not None
+    seen = [s for s in unchecked.chat.seen if s.method == "GetApp"]
+    assert len(seen) == 2
+    verifier = AuthSettings(secret=SECRET).verifier()
+    as_bob, as_system = (verifier.verify(auth.bearer(s.metadata.items())) for s in seen)
+    assert (as_bob.role, as_bob.teams) == (Role.SERVICE, frozenset({"t1", "t3"}))
+    assert (as_system.role, as_system.teams) == (Role.ADMIN, frozenset())

@@ -139,10 +139,10 @@ class Guard:
                 f"{method.rsplit('/', 1)[-1]} needs the role {allowed}; "
                 f"the token's role is {principal.role.value}"
             )
-        if principal.role is Role.ADMIN:
-            return
         resource = rule.resource
         resource_id = require_id(getattr(request, resource.field), resource.field, self.limits)
+        if principal.role is Role.ADMIN:
+            return
         team = await resource.team_of(resource_id)
         if team is None or not principal.acts_for(team):
             # The words the store says for an id that does not exist.

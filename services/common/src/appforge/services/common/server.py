@@ -120,9 +120,11 @@ async def _admit(guard: Guard | None, method: str, request: Any, context: Contex
         check_request(request)
         return
     principal = guard.authenticate(context.invocation_metadata())
+    # Before the rule's lookups, which ask other services as this caller (a Build's app);
+    # set in the call's own task and context: gone with it.
+    auth.set_caller(principal)
     check_request(request)
     await guard.authorize(method, request, principal)
-    auth.set_caller(principal)  # the call's own task and context: gone with it
 
 
 def _wrap_unary(method: str, fn: Handler, guard: Guard | None = None) -> Handler:
