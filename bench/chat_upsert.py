@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--apps", type=int, default=1, help="apps the executions belong to")
     parser.add_argument("--replay-ratio", type=float, default=0.1, help="share of replayed calls")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="the service checks tokens (HS256) and every call carries a service token; the "
+        "ceiling is sent the same metadata and checks nothing",
+    )
     add_server_options(parser)
     add_output_options(parser)
     parser.add_argument(
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin_dsn=args.admin_dsn,
         redis_url=args.redis_url,
         py_spy=args.py_spy,
+        auth=args.auth,
     )
     script = Path(__file__).resolve()
     result = run_and_report(

@@ -23,3 +23,4 @@ class BenchConfig:
     admin_dsn: str
     redis_url: str
     py_spy: Path | None
+    auth: bool = False  # the service checks tokens; every call carries one

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from harness import CALL_TIMEOUT_S, CHANNEL_OPTIONS, BenchError, Child, PySpy, log
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
+from appforge.services.common.auth import Metadata
+from appforge.services.common.tls import open_channel
 
 from .config import BenchConfig
 from .cpu import cpu_sample
@@ -45,9 +46,11 @@ async def drive_server(
     app_ids: Sequence[str] | None,
     config: BenchConfig,
     profile: Path | None = None,
+    credentials: Metadata | None = None,
 ) -> tuple[Measurement, list[str]]:
-    """Warm up, then measure one server; the app ids used (created when none are given)."""
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    """Warm up, then measure one server; the app ids used (created when none are given).
+    Every call carries `credentials` when given."""
+    async with open_channel(address, None, CHANNEL_OPTIONS, credentials) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         if app_ids is None:
             app_ids = await setup_apps(stub, config.apps, secrets.token_hex(3))

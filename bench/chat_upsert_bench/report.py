@@ -24,6 +24,7 @@ def report(config: BenchConfig, service: Measurement, ceiling: Measurement) -> d
             "apps": config.apps,
             "replay_ratio": config.replay_ratio,
             "seed": config.seed,
+            "auth": config.auth,
             "cpus": os.cpu_count(),
             "ceiling_pool_size": CEILING_POOL_SIZE,
         },
@@ -51,7 +52,7 @@ def render_table(result: dict[str, Any]) -> str:
     lines = [
         f"chat UpsertAssistantMessage: {cfg['calls']:,} calls over {cfg['executions']:,} "
         f"executions, {cfg['concurrency']} in flight, {cfg['apps']} app(s), "
-        f"{cfg['cpus']} CPUs",
+        f"{cfg['cpus']} CPUs" + (", tokens checked (HS256)" if cfg.get("auth") else ""),
         "",
         f"{'':24}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}"
         f"   CPU ms/call: server / postgres / client",

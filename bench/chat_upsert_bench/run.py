@@ -4,6 +4,7 @@ then the ceiling, each its own OS process, driven the same way; then the report.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from harness import (
     run_command,
     running,
 )
+
+from appforge.services.common import auth
 
 from .ceiling import CEILING_POOL_SIZE, create_ceiling_table
 from .config import BenchConfig
@@ -36,6 +39,14 @@ async def run_bench(config: BenchConfig, workdir: Path, script: Path) -> dict[st
         }
         await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
         await create_ceiling_table(dsn)
+        credentials = None
+        if config.auth:
+            key = secrets.token_hex(32)
+            env[auth.SECRET] = key
+            minter = auth.AuthSettings(secret=key.encode()).minter("bench")
+            assert minter is not None
+            token = minter.token(teams=["bench"], role=auth.Role.SERVICE, ttl=3600)
+            credentials = auth.metadata_of(token)
 
         port = free_port()
         service = Child(
@@ -47,7 +58,13 @@ async def run_bench(config: BenchConfig, workdir: Path, script: Path) -> dict[st
         async with running(service, f"127.0.0.1:{port}"):
             log(f"service serving on 127.0.0.1:{port} (pid {service.pid})")
             svc, app_ids = await drive_server(
-                "service", f"127.0.0.1:{port}", service, None, config, profile=config.py_spy
+                "service",
+                f"127.0.0.1:{port}",
+                service,
+                None,
+                config,
+                profile=config.py_spy,
+                credentials=credentials,
             )
 
         port = free_port()
@@ -64,5 +81,7 @@ async def run_bench(config: BenchConfig, workdir: Path, script: Path) -> dict[st
         )
         async with running(ceiling, f"127.0.0.1:{port}"):
             log(f"ceiling serving on 127.0.0.1:{port} (pid {ceiling.pid})")
-            ceil, _ = await drive_server("ceiling", f"127.0.0.1:{port}", ceiling, app_ids, config)
+            ceil, _ = await drive_server(
+                "ceiling", f"127.0.0.1:{port}", ceiling, app_ids, config, credentials=credentials
+            )
     return report(config, svc, ceil)

@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -99,3 +100,53 @@ async def test_health_serving_then_not_serving_during_shutdown(
     await asyncio.wait_for(stopping, 10)
     watch.cancel()
     await stop_chat(handle)
+
+
+def _reflect(channel: grpc.Channel, version: str, request: Any) -> Any:
+    """One request to reflection `version` (v1 or v1alpha): the messages of the two are the
+    same bytes, so the v1alpha classes speak both."""
+    rpc = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    [response] = list(rpc(iter([request]), timeout=10))
+    return response
+
+
+def _both_versions(address: str) -> dict[str, Any]:
+    listed: dict[str, Any] = {}
+    with grpc.insecure_channel(address) as channel:
+        for version in ("v1", "v1alpha"):
+            listing = _reflect(
+                channel, version, reflection_pb2.ServerReflectionRequest(list_services="")
+            )
+            described = _reflect(
+                channel,
+                version,
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="grpc.reflection.v1.ServerReflection"
+                ),
+            )
+            files = [
+                descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for raw in described.file_descriptor_response.file_descriptor_proto
+            ]
+            listed[version] = {
+                "services": {s.name for s in listing.list_services_response.service},
+                "v1 file": [(f.name, f.package, [s.name for s in f.service]) for f in files],
+            }
+    return listed
+
+
+async def test_reflection_answers_on_v1_and_on_v1alpha(chat: ChatHandle) -> None:
+    listed = await asyncio.to_thread(_both_versions, chat.address)
+    expected = {
+        CHAT,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    v1_file = [("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1", ["ServerReflection"])]
+    assert listed == {version: {"services": expected, "v1 file": v1_file} for version in listed}
+    assert set(listed) == {"v1", "v1alpha"}

@@ -31,7 +31,8 @@ class ChatPort(Protocol):
         ...
 
     async def team_of(self, app_id: str) -> str:
-        """The team that owns the app; NotFound if there is no such app."""
+        """The team that owns the app; NotFound if there is no such app, or none the caller
+        being served (`auth.caller()`) may see."""
         ...
 
     async def user_message(self, message_id: str) -> UserMessage:

@@ -13,3 +13,8 @@ def app_changes_channel(app_id: str) -> str:
 def deployment_changes_channel(deployment_id: str) -> str:
     """Pub/sub channel that says a deployment changed (watchers re-read it)."""
     return f"{PREFIX}:deployer:deployment:{deployment_id}:changes"
+
+
+def deployer_jobs_channel() -> str:
+    """Pub/sub channel that says a deployment was queued: every replica's idle workers claim."""
+    return f"{PREFIX}:deployer:jobs"

@@ -22,9 +22,8 @@ from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from appforge.services.common import auth, deadlines
+from appforge.services.common import auth, deadlines, reflection
 from appforge.services.common.access import Guard, Rules, check_complete
 from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
@@ -230,13 +229,8 @@ class GrpcServer:
             service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.name for s in services]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self.server,
+        reflection.enable(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], self.server
         )
         credentials = tls.server_credentials() if tls is not None else None
         try:

@@ -121,7 +121,7 @@ def read_port(env: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def read_count(env: Mapping[str, str], name: str, default: int) -> int:
+def read_count(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -129,6 +129,6 @@ def read_count(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value

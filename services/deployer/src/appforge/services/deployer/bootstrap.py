@@ -28,7 +28,7 @@ from appforge.services.deployer.store import DeployerStores
 from appforge.services.deployer.targets.base import Target
 from appforge.services.deployer.targets.local import DeployHttpServer, LocalTarget
 from appforge.services.deployer.timing import Timer, WallTimer
-from appforge.services.deployer.worker import DeploymentWorker
+from appforge.services.deployer.worker import DeploymentWorker, listen_for_jobs
 
 
 @dataclass(kw_only=True)
@@ -44,6 +44,7 @@ class DeployerRuntime:
     workers: list[DeploymentWorker]
     deliverer: NoticeDeliverer
     chat: ChatNotifier
+    wake: asyncio.Event  # this process's workers: a deployment may be due
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
@@ -59,6 +60,9 @@ class DeployerRuntime:
             for n, w in enumerate(self.workers)
         ]
         self.tasks.append(asyncio.create_task(self.deliverer.run(), name="deploy-notices"))
+        if self.workers:  # a Deploy any replica took wakes them here
+            wakeups = listen_for_jobs(self.bus, self.wake)
+            self.tasks.append(asyncio.create_task(wakeups, name="deploy-wakeups"))
 
     async def close(self) -> None:
         """After the gRPC server stopped: stop loops, then release targets and pools."""
@@ -191,4 +195,5 @@ def build_deployer(
         workers=workers,
         deliverer=deliverer,
         chat=chat,
+        wake=wake,
     )

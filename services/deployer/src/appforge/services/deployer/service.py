@@ -116,6 +116,7 @@ class DeployerService:
                 files=len(files),
             )
             self.wake_workers.set()
+            await self._publish(keys.deployer_jobs_channel(), deployment.id)  # the others
             await self.changed(deployment.id)
         return deployment
 
@@ -153,9 +154,12 @@ class DeployerService:
 
     async def changed(self, deployment_id: str) -> None:
         """Tell watchers (in any process) that a deployment changed."""
+        await self._publish(keys.deployment_changes_channel(deployment_id), deployment_id)
+
+    async def _publish(self, channel: str, deployment_id: str) -> None:
         try:
-            await self.bus.publish(keys.deployment_changes_channel(deployment_id), b"changed")
-        except Exception as exc:  # watchers also poll; a lost wake-up only delays them
+            await self.bus.publish(channel, deployment_id.encode())
+        except Exception as exc:  # workers and watchers also poll: a lost wake-up only delays
             log.warning("publish_failed", deployment_id=deployment_id, error=repr(exc))
 
 

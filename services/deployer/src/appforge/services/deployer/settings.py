@@ -57,7 +57,8 @@ class DeploySettings:
                     env, "APPFORGE_DEPLOY_POLL_INTERVAL", _WORKER.poll_interval
                 ),
             ),
-            workers=read_count(env, "APPFORGE_DEPLOY_WORKERS", 4),
+            # 0: a replica that takes RPCs and leaves the work to the others.
+            workers=read_count(env, "APPFORGE_DEPLOY_WORKERS", 4, minimum=0),
         )
 
     def serving_on(self, http_port: int) -> DeploySettings:

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import assert_never
 
+from appforge.services.common import keys
+from appforge.services.common.bus import Bus
 from appforge.services.common.logging import get_logger
 from appforge.services.deployer.domain import (
     US,
@@ -223,3 +225,22 @@ class DeploymentWorker:
                     raise _Stop(AttemptOutcome.CANCELLED, "cancelled on request")
                 case _:
                     assert_never(lease)
+
+
+async def listen_for_jobs(bus: Bus, wake: asyncio.Event, *, retry: float = 1.0) -> None:
+    """Set `wake` whenever any replica queued a deployment, so that this process's idle
+    workers claim it at once instead of on their next poll (which stays, as the safety net
+    for a lost message). A resync (messages lost) wakes too; a bus that cannot be reached is
+    tried again after `retry` seconds, the poll covering meanwhile."""
+    while True:
+        try:
+            async with bus.subscribe(keys.deployer_jobs_channel()) as queued:
+                wake.set()  # whatever was queued while not subscribed
+                async for _ in queued:
+                    wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("job_wakeups_unavailable", error=repr(exc), retry_s=retry)
+            await asyncio.sleep(retry)
+
