@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import re
 import sys
@@ -342,9 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets.register_env(env)  # no log line, status or message of ours shows them
         configure_logging(settings.log_level, settings.log_format)
         if args.command in ("up", "serve"):
+            from appforge.services.common import tracing
             from appforge.services.common.metrics import serve_metrics
 
             settings = _with_key(args, settings)
+            # OTEL_*: off (and not imported) unless an exporter is named; flushed at exit.
+            if tracing.configure(
+                env, "appforge" if args.command == "up" else f"appforge-{_to_run(args)}"
+            ):
+                atexit.register(tracing.shutdown)
             name = _to_run(args)
             metrics_port = _first(
                 args.metrics_port, settings.metrics_port, DEFAULT_METRICS_PORTS[name]

@@ -44,7 +44,7 @@ from appforge.services.builder.store import ExecutionStore
 from appforge.services.builder.text_stream import FlushPolicy, Sleep, TextStream
 from appforge.services.builder.tool_runs import BatchRunner, CallOutcome
 from appforge.services.builder.workspace import Workspace
-from appforge.services.common import deadlines
+from appforge.services.common import deadlines, tracing
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError
 from appforge.services.common.flow import FlowItem, ToolStatus
@@ -179,13 +179,17 @@ class ExecutionRunner:
             self._task.cancel()
 
     async def run(self) -> None:
-        """Run to the end; never raises except to pass on a shutdown's cancellation."""
-        log.info("execution_started", execution_id=self.execution_id, model=self.model.name)
-        try:
-            await self._run()
-        finally:
-            await self._finished()
-            await self.workspace.discard()
+        """Run to the end; never raises except to pass on a shutdown's cancellation. One
+        span (a child of the Build's, when traced) holds all of it."""
+        with tracing.span(
+            "builder execution", attributes={tracing.EXECUTION_ID: self.execution_id}
+        ):
+            log.info("execution_started", execution_id=self.execution_id, model=self.model.name)
+            try:
+                await self._run()
+            finally:
+                await self._finished()
+                await self.workspace.discard()
 
     async def _run(self) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from appforge.services.common import tracing
 from appforge.services.common.errors import Unavailable
 from appforge.services.common.logging import get_logger
 
@@ -165,7 +166,10 @@ class RedisBus:
         catch-up (a gap in cursors, or the poll interval).
         """
         try:
-            self._outbox.put_nowait((channel, payload))
+            with tracing.span(
+                "redis publish", kind="producer", within=True, attributes={"channel": channel}
+            ):
+                self._outbox.put_nowait((channel, payload))  # sent, pipelined, by the task
         except asyncio.QueueFull:
             log.warning("bus_outbox_full", channel=channel)
             return
@@ -202,14 +206,10 @@ class RedisBus:
     ) -> AsyncIterator[Subscription]:
         sub = Subscription(channel, size)
         try:
-            async with self._lock:
-                if self._fanout.add(sub):
-                    confirmed = self._confirmed.setdefault(channel, asyncio.Event())
-                    await self._pubsub.subscribe(channel)
-                    self._ensure_reader()
-                else:
-                    confirmed = self._confirmed[channel]
-            await asyncio.wait_for(confirmed.wait(), timeout=self._subscribe_timeout)
+            with tracing.span(
+                "redis subscribe", kind="client", within=True, attributes={"channel": channel}
+            ):
+                await self._subscribed(sub, channel)
         except (OSError, RedisError, TimeoutError) as exc:
             async with self._lock:
                 if self._fanout.remove(sub):
@@ -223,6 +223,17 @@ class RedisBus:
                     self._confirmed.pop(channel, None)
                     with contextlib.suppress(Exception):
                         await self._pubsub.unsubscribe(channel)
+
+    async def _subscribed(self, sub: Subscription, channel: str) -> None:
+        """`sub` added; Redis's confirmation awaited (bounded) for the channel."""
+        async with self._lock:
+            if self._fanout.add(sub):
+                confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+                await self._pubsub.subscribe(channel)
+                self._ensure_reader()
+            else:
+                confirmed = self._confirmed[channel]
+        await asyncio.wait_for(confirmed.wait(), timeout=self._subscribe_timeout)
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from appforge.services.common import tracing
 from appforge.services.common.errors import ConfigError, Unavailable
 
 SUPPORTED_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
@@ -116,9 +117,13 @@ def upsert_insert(bind: AsyncEngine | AsyncConnection, table: sa.Table) -> Any:
 @asynccontextmanager
 async def translate_errors(what: str) -> AsyncIterator[None]:
     """Turn a database that is down, unreachable, shutting down or starting up into
-    `Unavailable`, whichever layer (SQLAlchemy or asyncpg) noticed."""
+    `Unavailable`, whichever layer (SQLAlchemy or asyncpg) noticed; one span per operation
+    when tracing is on."""
     try:
-        yield
+        with tracing.span(
+            f"db {what}", kind="client", within=True, attributes={"db.operation": what}
+        ):
+            yield
     except (OperationalError, InterfaceError) as exc:
         raise Unavailable(f"database unavailable while {what}: {exc.orig!r}") from exc
     except DBAPIError as exc:

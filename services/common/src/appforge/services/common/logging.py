@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from appforge.services.common import tracing
 from appforge.services.common.secrets import redact
 
 _FIELDS = "appforge_fields"
@@ -62,7 +63,7 @@ class LogfmtFormatter(logging.Formatter):
             f"logger={record.name}",
             f"event={_quote(record.getMessage())}",
         ]
-        fields: dict[str, Any] = getattr(record, _FIELDS, {})
+        fields: dict[str, Any] = {**tracing.log_fields(), **getattr(record, _FIELDS, {})}
         parts.extend(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
@@ -78,6 +79,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            **tracing.log_fields(),
             **getattr(record, _FIELDS, {}),
         }
         if record.exc_info:

@@ -12,18 +12,20 @@ A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from appforge.services.common import auth, deadlines, reflection
+from appforge.services.common import auth, deadlines, reflection, tracing
 from appforge.services.common.access import Guard, Rules, check_complete
 from appforge.services.common.edge import check_request, decoding
 from appforge.services.common.errors import AppforgeError, ErrorKind
@@ -109,7 +111,26 @@ async def _abort(context: Context, method: str, exc: Exception, started: float) 
         code, details = grpc.StatusCode.INTERNAL, "internal error"
         log.exception("rpc_crashed", method=method, error=repr(exc), ms=elapsed_ms)
     RPCS.labels(method, code.name).inc()
+    tracing.set_attribute("rpc.grpc.status_code", code.value[0])
     await context.abort(code, redact(details))
+
+
+def _server_span(method: str, request: Any, context: Context) -> AbstractContextManager[Any]:
+    """The RPC's SERVER span, child of the caller's (`traceparent`), when tracing is on."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    service, _, name = method.lstrip("/").partition("/")
+    return tracing.span(
+        method.lstrip("/"),
+        kind="server",
+        parent=tracing.extract(context.invocation_metadata()),
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            tracing.EXECUTION_ID: getattr(request, "execution_id", ""),
+        },
+    )
 
 
 async def _admit(guard: Guard | None, method: str, request: Any, context: Context) -> None:
@@ -129,17 +150,18 @@ async def _admit(guard: Guard | None, method: str, request: Any, context: Contex
 def _wrap_unary(method: str, fn: Handler, guard: Guard | None = None) -> Handler:
     async def wrapped(request: Any, context: Context) -> Any:
         started = time.perf_counter()
-        try:
-            await _admit(guard, method, request, context)
-            with deadlines.serving(context.time_remaining()):
-                response = await fn(request, context)
-        except asyncio.CancelledError:
-            RPCS.labels(method, "CANCELLED").inc()
-            raise
-        except Exception as exc:
-            if _is_abort(exc):
+        with _server_span(method, request, context):
+            try:
+                await _admit(guard, method, request, context)
+                with deadlines.serving(context.time_remaining()):
+                    response = await fn(request, context)
+            except asyncio.CancelledError:
+                RPCS.labels(method, "CANCELLED").inc()
                 raise
-            await _abort(context, method, exc, started)
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                await _abort(context, method, exc, started)
         elapsed = time.perf_counter() - started
         RPCS.labels(method, "OK").inc()
         RPC_SECONDS.labels(method).observe(elapsed)
@@ -154,21 +176,22 @@ def _wrap_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        try:
-            await _admit(guard, method, request, context)
-            # Not reset across the yields: the stream's task, and its context, end with it.
-            deadlines.set_remaining(context.time_remaining())
-            async for item in fn(request, context):
-                yield item
-        except asyncio.CancelledError:
-            RPCS.labels(method, "CANCELLED").inc()
-            raise
-        except Exception as exc:
-            if _is_abort(exc):
+        with _server_span(method, request, context):
+            try:
+                await _admit(guard, method, request, context)
+                # Not reset across the yields: the stream's task, and its context, end with it.
+                deadlines.set_remaining(context.time_remaining())
+                async for item in fn(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                RPCS.labels(method, "CANCELLED").inc()
                 raise
-            await _abort(context, method, exc, started)
-        else:
-            RPCS.labels(method, "OK").inc()
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                await _abort(context, method, exc, started)
+            else:
+                RPCS.labels(method, "OK").inc()
 
     return wrapped
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from appforge.services.common import tracing
 from appforge.services.common.auth import Metadata
 from appforge.services.common.errors import ConfigError
 
@@ -86,25 +87,26 @@ def open_channel(
     credentials: Metadata | None = None,
 ) -> grpc.aio.Channel:
     """An asyncio channel to `address`: TLS when `tls` says clients call with it; every call
-    carrying `credentials` (`authorization` metadata) when given."""
+    carrying `credentials` (`authorization` metadata) when given, and the current trace
+    context when tracing is on."""
     secure = tls.channel_credentials() if tls is not None else None
     # The stubs type aio interceptors as a placeholder that takes nothing real.
     interceptors: Any = None
-    if credentials:
-        interceptors = [_UnaryWithMetadata(credentials), _StreamWithMetadata(credentials)]
+    if credentials or tracing.enabled():
+        interceptors = [_Unary(credentials or ()), _Stream(credentials or ())]
     if secure is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(address, secure, options=options, interceptors=interceptors)
 
 
 class _WithMetadata:
-    """Adds the same metadata to every call it intercepts."""
+    """Adds the same metadata, and the current trace context, to every call it intercepts."""
 
     def __init__(self, metadata: Metadata) -> None:
         self.metadata = metadata
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata, *tracing.inject())
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -112,12 +114,21 @@ class _WithMetadata:
 
 # grpc.aio files an interceptor under the first kind it is (`isinstance`, elif): one class
 # per kind of call.
-class _UnaryWithMetadata(_WithMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+class _Unary(_WithMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        if not tracing.enabled():
+            return await continuation(self._details(details), request)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        with tracing.span(method.lstrip("/"), kind="client", attributes={"rpc.system": "grpc"}):
+            call = await continuation(self._details(details), request)
+            try:
+                await call  # the span lasts as long as the call
+            except grpc.aio.AioRpcError as exc:  # the caller's own await raises it again
+                tracing.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+            return call
 
 
-class _StreamWithMetadata(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+class _Stream(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import assert_never
 
-from appforge.services.common import keys
+from appforge.services.common import keys, tracing
 from appforge.services.common.bus import Bus
 from appforge.services.common.logging import get_logger
 from appforge.services.deployer.domain import (
@@ -122,7 +122,15 @@ class DeploymentWorker:
         }
         log.info("attempt_started", **fields)
         await self.on_change(deployment.id)
-        outcome, error, url = await self._run_attempt(claim)
+        with tracing.span(
+            "deployer attempt",
+            attributes={
+                tracing.EXECUTION_ID: deployment.execution_id,
+                "appforge.deployment_id": deployment.id,
+                "appforge.attempt": claim.attempt,
+            },
+        ):
+            outcome, error, url = await self._run_attempt(claim)
         if outcome is None:
             log.warning("attempt_abandoned_lease_lost", **fields)
             return
@@ -243,4 +251,3 @@ async def listen_for_jobs(bus: Bus, wake: asyncio.Event, *, retry: float = 1.0) 
         except Exception as exc:
             log.warning("job_wakeups_unavailable", error=repr(exc), retry_s=retry)
             await asyncio.sleep(retry)
-
