@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from appforge.services.common.db import translate_errors, upsert_insert
+from appforge.services.common.db import is_postgres, standalone, translate_errors, upsert_insert
 from appforge.services.deployer.domain import US, Notice, PendingNotice
 from appforge.services.deployer.store.rows import pending_notice_from_row, skip_locked
 from appforge.services.deployer.tables import outbox
@@ -47,11 +47,28 @@ class NoticeOutbox:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.statements = standalone(engine)  # one statement, one round trip (PostgreSQL)
 
     async def claim_notices(
         self, now_us: int, lease: float, limit: int = 50
     ) -> list[PendingNotice]:
         """Due notices, each held for `lease` seconds so no other deliverer sends it too."""
+        if is_postgres(self.engine):  # picked and held in one statement
+            due = (
+                sa.select(outbox.c.deployment_id)
+                .where(outbox.c.delivered_us.is_(None), outbox.c.next_try_us <= now_us)
+                .order_by(outbox.c.next_try_us)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            held = (
+                outbox.update()
+                .where(outbox.c.deployment_id.in_(due))
+                .values(next_try_us=now_us + int(lease * US))
+                .returning(*outbox.c)
+            )
+            async with translate_errors("reading the outbox"), self.statements.begin() as conn:
+                return [pending_notice_from_row(row) for row in await conn.execute(held)]
         pick = skip_locked(
             self.engine,
             sa.select(outbox)
@@ -70,7 +87,7 @@ class NoticeOutbox:
         return [pending_notice_from_row(row) for row in rows]
 
     async def notice_delivered(self, deployment_id: str, now_us: int) -> None:
-        async with translate_errors("updating the outbox"), self.engine.begin() as conn:
+        async with translate_errors("updating the outbox"), self.statements.begin() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.deployment_id == deployment_id)
@@ -79,7 +96,7 @@ class NoticeOutbox:
 
     async def notice_failed(self, deployment_id: str, error: str, next_try_us: int) -> None:
         """Chat did not take it: count the try and hold the notice until `next_try_us`."""
-        async with translate_errors("updating the outbox"), self.engine.begin() as conn:
+        async with translate_errors("updating the outbox"), self.statements.begin() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.deployment_id == deployment_id)
