@@ -53,7 +53,7 @@ class DeploymentStore:
                         updated_us=now_us,
                     )
                     .on_conflict_do_nothing(index_elements=["app_version_id"])
-                    .returning(deployments.c.id)
+                    .returning(*deployments.c)  # the new row as stored: not read again
                 )
             ).first()
             if inserted is not None:
@@ -69,13 +69,15 @@ class DeploymentStore:
                         for path, content, content_type in request.files
                     ],
                 )
+            if inserted is not None:
+                return Enqueued(deployment=deployment_from_row(inserted), created=True)
             existing = await self._read(conn, app_version_id=request.app_version_id)
         if existing.app_id != request.app_id or existing.execution_id != request.execution_id:
             raise FailedPrecondition(
                 "this app version was deployed for another app or execution",
                 field="app_version_id",
             )
-        return Enqueued(deployment=existing, created=inserted is not None)
+        return Enqueued(deployment=existing, created=False)
 
     async def get(self, deployment_id: str) -> Deployment:
         async with translate_errors("reading a deployment"), self.engine.connect() as conn:
