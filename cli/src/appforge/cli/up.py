@@ -90,7 +90,12 @@ async def up(settings: Settings, env: Mapping[str, str], ports: Ports) -> None:
         bus=bus,
     )
     builder = build_builder(
-        settings, BuilderSettings.from_env(env), host=ports.host, port=ports.builder, engine=engine
+        settings,
+        BuilderSettings.from_env(env),
+        host=ports.host,
+        port=ports.builder,
+        engine=engine,
+        bus=bus,
     )
     await deployer.start_background()
     await builder.start_background()

@@ -19,6 +19,7 @@ from appforge.services.builder.grpc_api import SERVICE_NAME, BuilderServicer
 from appforge.services.builder.models.base import Model
 from appforge.services.builder.models.openai import OpenAIConfig, OpenAIModel
 from appforge.services.builder.models.scripted import ScriptedModel
+from appforge.services.builder.notices import announcer, listen_for_notices
 from appforge.services.builder.ports import ChatPort, DeployerPort
 from appforge.services.builder.rules import rules
 from appforge.services.builder.sandbox import Sandbox
@@ -29,6 +30,7 @@ from appforge.services.builder.sweeper import Sweeper
 from appforge.services.builder.text_stream import Sleep
 from appforge.services.builder.workspace import SandboxWorkspace, Workspace
 from appforge.services.common import db
+from appforge.services.common.bus import Bus, create_bus
 from appforge.services.common.clock import Clock, SystemClock
 from appforge.services.common.logging import get_logger
 from appforge.services.common.server import GrpcServer, ServiceRegistration
@@ -46,13 +48,19 @@ class BuilderRuntime:
     engine: AsyncEngine
     sweeper: Sweeper
     heartbeat_interval: float
+    bus: Bus
     closers: list[object] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
+        notices, owner = self.service.notices, self.service.owner
+        notices.announce = announcer(self.bus, owner)
         self.tasks = [
             asyncio.create_task(self._heartbeat(), name="builder-heartbeat"),
             asyncio.create_task(self.sweeper.run(), name="builder-sweeper"),
+            asyncio.create_task(
+                listen_for_notices(self.bus, notices, owner), name="builder-notice-wakeups"
+            ),
         ]
 
     async def _heartbeat(self) -> None:
@@ -75,6 +83,7 @@ class BuilderRuntime:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+        await self.bus.close()
         await self.engine.dispose()
 
 
@@ -118,6 +127,7 @@ def build_builder(
     workspace_for: Callable[[str], Workspace] | None = None,
     owner: str | None = None,
     sleep: Sleep = asyncio.sleep,
+    bus: Bus | None = None,
 ) -> BuilderRuntime:
     """Everything the builder needs, built from settings (or handed in by tests)."""
     builder = builder or BuilderSettings()
@@ -173,5 +183,6 @@ def build_builder(
         engine=engine,
         sweeper=sweeper,
         heartbeat_interval=lease / 3,
+        bus=bus or create_bus(settings.redis_url),
         closers=[chat, deployer, *models.values()],
     )

@@ -4,11 +4,15 @@ Built from the builder's tables alone (every tools item with each call as stored
 message status, metadata naming what went wrong), so anyone can deliver it at any time
 and delivering it twice changes nothing. Whoever ends an execution delivers it at once;
 the outbox (`deliver_due`, run by every sweeper) delivers what chat did not acknowledge.
+A notice this replica could not deliver at once is announced on the bus (`announce`), and
+every other replica tries the outbox then instead of at its next sweep: chat may answer
+them (a replica cut off from chat, or one shutting down, leaves nothing waiting).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 from appforge.services.builder.domain import (
     ExecutionStatus,
@@ -18,6 +22,8 @@ from appforge.services.builder.domain import (
 )
 from appforge.services.builder.ports import ChatPort
 from appforge.services.builder.store import ExecutionStore
+from appforge.services.common import keys
+from appforge.services.common.bus import Bus
 from appforge.services.common.clock import Clock
 from appforge.services.common.errors import AppforgeError, Unavailable
 from appforge.services.common.flow import FlowItem
@@ -47,9 +53,12 @@ class FinalNotices:
         self.json_limit = json_limit
         self.retry_after = retry_after
         self.on_delivered = on_delivered
+        # Tells the other replicas a notice is left (set by the runtime, with a bus).
+        self.announce: Callable[[str], Awaitable[None]] | None = None
 
-    async def deliver(self, execution_id: str) -> bool:
-        """Write the execution's end to chat; False if chat could not take it now."""
+    async def deliver(self, execution_id: str, *, announce: bool = True) -> bool:
+        """Write the execution's end to chat; False if chat could not take it now (then,
+        with `announce`, the other replicas are told)."""
         execution = await self.store.get(execution_id)
         if execution.status is ExecutionStatus.RUNNING:
             raise ValueError(f"execution {execution_id} has not ended")
@@ -65,6 +74,8 @@ class FinalNotices:
             )
         except Unavailable as exc:
             log.warning("final_notice_deferred", execution_id=execution_id, error=exc.message)
+            if announce and self.announce is not None:
+                await self.announce(execution_id)
             return False
         except AppforgeError as exc:
             # Chat refuses it for good (an app deleted, say): retrying cannot help.
@@ -81,5 +92,53 @@ class FinalNotices:
         )
         delivered = 0
         for execution_id in due:
-            delivered += await self.deliver(execution_id)
+            # Not announced again: what the outbox retries, every replica retries too.
+            delivered += await self.deliver(execution_id, announce=False)
         return delivered
+
+
+async def listen_for_notices(
+    bus: Bus, notices: FinalNotices, owner: str, *, retry: float = 1.0
+) -> None:
+    """Try the outbox whenever another replica announced a notice it could not deliver
+    (payload: `owner execution_id`; this replica's own announcements are ignored). Bursts
+    coalesce: one `deliver_due` at a time, one more if announcements came meanwhile."""
+    due = asyncio.Event()
+
+    async def deliver_when_due() -> None:
+        while True:
+            await due.wait()
+            due.clear()
+            try:
+                await notices.deliver_due()
+            except Exception as exc:  # the sweeper tries again in any case
+                log.warning("announced_notices_not_delivered", error=repr(exc))
+
+    delivering = asyncio.create_task(deliver_when_due(), name="builder-announced-notices")
+    try:
+        while True:
+            try:
+                async with bus.subscribe(keys.builder_notices_channel()) as announced:
+                    async for payload in announced:
+                        if payload is None or not payload.decode().startswith(f"{owner} "):
+                            due.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("notice_announcements_unavailable", error=repr(exc), retry_s=retry)
+                await asyncio.sleep(retry)
+    finally:
+        delivering.cancel()
+        await asyncio.gather(delivering, return_exceptions=True)
+
+
+def announcer(bus: Bus, owner: str) -> Callable[[str], Awaitable[None]]:
+    """What `FinalNotices.announce` calls: publish `owner execution_id`."""
+
+    async def announce(execution_id: str) -> None:
+        try:
+            await bus.publish(keys.builder_notices_channel(), f"{owner} {execution_id}".encode())
+        except Exception as exc:  # the sweepers find it anyway
+            log.warning("notice_announcement_failed", execution_id=execution_id, error=repr(exc))
+
+    return announce

@@ -18,3 +18,8 @@ def deployment_changes_channel(deployment_id: str) -> str:
 def deployer_jobs_channel() -> str:
     """Pub/sub channel that says a deployment was queued: every replica's idle workers claim."""
     return f"{PREFIX}:deployer:jobs"
+
+
+def builder_notices_channel() -> str:
+    """Pub/sub channel where a builder replica says it left a final notice undelivered."""
+    return f"{PREFIX}:builder:notices"
