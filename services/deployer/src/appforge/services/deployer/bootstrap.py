@@ -27,6 +27,7 @@ from appforge.services.deployer.settings import DeploySettings
 from appforge.services.deployer.store import DeployerStores
 from appforge.services.deployer.targets.base import Target
 from appforge.services.deployer.targets.local import DeployHttpServer, LocalTarget
+from appforge.services.deployer.targets.noop import NoopTarget
 from appforge.services.deployer.timing import Timer, WallTimer
 from appforge.services.deployer.worker import DeploymentWorker, listen_for_jobs
 
@@ -90,8 +91,12 @@ def registration(service: DeployerService, teams: AppTeams) -> ServiceRegistrati
 
 def build_targets(config: DeploySettings, data_dir: Path) -> dict[str, Target]:
     """The targets this process can publish to (s3 only when a bucket is configured), by
-    name: the name a Deploy request's `target` selects."""
-    made: list[Target] = [LocalTarget(config.root_under(data_dir), config.public_url)]
+    name: the name a Deploy request's `target` selects. `noop` costs nothing to hold, and
+    is always there so that any replica can finish a noop deployment another one queued."""
+    made: list[Target] = [
+        LocalTarget(config.root_under(data_dir), config.public_url),
+        NoopTarget(),
+    ]
     if config.s3_configured:
         from appforge.services.deployer.targets.s3 import S3Config, S3Target
 

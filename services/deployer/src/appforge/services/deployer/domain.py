@@ -47,7 +47,8 @@ class AttemptOutcome(IntEnum):
     CANCELLED = 7
 
 
-TARGETS = ("local", "s3")
+# `noop` publishes nothing (targets/noop.py): the queue measured on its own.
+TARGETS = ("local", "s3", "noop")
 
 
 @dataclass(frozen=True, kw_only=True)
