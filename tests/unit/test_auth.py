@@ -296,10 +296,6 @@ def test_a_service_token_ttl_within_bounds_is_taken(raw: str, seconds: float) ->
     assert AuthSettings.from_env(env).service_token_ttl == seconds
 
 
-def test_configured_says_whether_a_key_variable_is_set() -> None:
-    assert not auth.configured({auth.ISSUER: "x", auth.SECRET: ""})
-    assert auth.configured({auth.PUBLIC_KEY_FILE: "/keys/public.pem"})
-
 
 # --- Verifier ----------------------------------------------------------------------------
 

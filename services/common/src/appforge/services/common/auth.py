@@ -408,10 +408,5 @@ def ensure_local_secret(data_dir: Path) -> bytes:
     return made
 
 
-def configured(env: Mapping[str, str]) -> bool:
-    """Whether `env` names a key."""
-    return any(env.get(name) for name in KEY_VARIABLES)
-
-
 def metadata_of(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
