@@ -296,7 +296,6 @@ def test_a_service_token_ttl_within_bounds_is_taken(raw: str, seconds: float) ->
     assert AuthSettings.from_env(env).service_token_ttl == seconds
 
 
-
 # --- Verifier ----------------------------------------------------------------------------
 
 
