@@ -6,14 +6,14 @@ database (`appforge migrate`), a fresh deploy root and its own `appforge serve c
 deployer delivers each deployment's end to chat, so notices are part of the work), all as
 separate OS processes on PostgreSQL (asyncpg) and Redis.
 
-The load: `--deployments` `DeployerService.Deploy` calls, `--concurrency` in flight, spread
-round-robin over the deployer processes' gRPC ports (replicas behind a load balancer). Every
-call deploys the same `--files`-file static app (an `index.html` that names its version,
-scripts, styles, SVGs and a manifest, 1-4 KiB each) to the `local` target for one app made
-through chat's `CreateApp`, each with its own `app_version_id` and `execution_id`. The
-deployers start claiming while the calls are still coming in: `--workers` worker tasks per
-process, polling every `--poll-interval` seconds and woken at once by a Deploy in their own
-process.
+The load (`--mode local`, the default): `--deployments` `DeployerService.Deploy` calls,
+`--concurrency` in flight, spread round-robin over the deployer processes' gRPC ports
+(replicas behind a load balancer). Every call deploys the same `--files`-file static app (an
+`index.html` that names its version, scripts, styles, SVGs and a manifest, 1-4 KiB each) to
+the `local` target for one app made through chat's `CreateApp`, each with its own
+`app_version_id` and `execution_id`. The deployers start claiming while the calls are still
+coming in: `--workers` worker tasks per process, polling every `--poll-interval` seconds and
+woken at once by a Deploy in their own process.
 
 Printed for each configuration:
 
@@ -42,7 +42,31 @@ Then the ratio two processes / one process of deployments/s. On a 2-core machine
 deployers, chat, PostgreSQL and this client share the same cores; the CPU columns say who
 pays.
 
-The bench creates a database of its own per configuration (`appforge_bench_<random>`) and
+`--mode noop` measures the queue alone, against another job queue on the same PostgreSQL:
+
+- appforge: the same two configurations, the deployers run with `APPFORGE_DEPLOY_TARGET=noop`
+  (a target that publishes nothing) and every Deploy carries a one-file artifact of a few
+  bytes and names no target (so the server's default, noop, applies), still with its
+  `execution_id`: the outbox notice to chat stays part of the work. Checked: every
+  deployment SUCCEEDED with one attempt, no version directory written, every notice acked.
+- procrastinate (3.10, `procrastinate[psycopg]`): after each appforge configuration, one
+  with as many procrastinate worker processes (`deployer_bench/procrastinate_app.py`, run
+  as `python -m deployer_bench.procrastinate_app`), each with `--workers` job slots,
+  LISTEN/NOTIFY on (its default) and its fetch polling interval at
+  `--procrastinate-poll-interval` (default: `--poll-interval`, where procrastinate's own
+  default is 5 s), on a fresh database of its own with procrastinate's schema applied. This
+  client defers `--deployments` jobs of a no-op task, `--concurrency` `defer_async` calls in
+  flight. Measured from procrastinate's `procrastinate_events`: jobs/s from the first defer
+  sent to the last `succeeded` event; pickup, the `deferred` event to the `started` event,
+  p50/p95/p99/max; CPU ms per job of the worker processes, PostgreSQL and this client.
+  Checked: every job succeeded, started once.
+- side by side, for 1 and 2 processes: jobs/s of both and the ratio appforge/procrastinate,
+  pickup p50/p99 of both (appforge's claim latency), CPU ms per job. The project's target,
+  appforge >= 1.0x procrastinate's jobs/s with a pickup p99 no worse, is printed as met or
+  missed; it never changes the exit status.
+
+The bench creates a database of its own per configuration (`appforge_bench_<random>`, also
+for procrastinate's) and
 drops it at the end, starts and stops its own processes (killing them by pid on error), and
 waits for readiness on the gRPC health service with a bound.
 
@@ -51,6 +75,8 @@ Run it from the repository root, in the project's virtualenv, with PostgreSQL an
     python bench/deployer.py                          # 1,000 deployments x 2, ~1.5 minutes
     python bench/deployer.py --deployments 300 --json # smaller, machine-readable output
     python bench/deployer.py --py-spy /tmp/deployer.txt   # also profile the single deployer
+    python bench/deployer.py --mode noop              # the queue alone, against procrastinate
+    python bench/deployer.py --mode noop --py-spy /tmp/noop.txt  # profile the noop deployer
 
 The exit status is 1 when the bench cannot measure and 3 when a correctness check fails.
 
@@ -65,7 +91,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deployer_bench.config import BenchConfig
+from deployer_bench.config import MODES, BenchConfig
 from deployer_bench.report import render_table
 from deployer_bench.run import run_bench
 from harness import (
@@ -81,12 +107,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark the deployer's queue with one and with two deployer processes.",
     )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="local",
+        help="local: publish --files files; noop: the noop target against procrastinate",
+    )
     parser.add_argument("--deployments", type=int, default=1_000, help="per configuration")
     parser.add_argument("--files", type=int, default=20, help="files per deployment")
     parser.add_argument("--workers", type=int, default=4, help="worker tasks per deployer")
     parser.add_argument("--concurrency", type=int, default=16, help="Deploy calls in flight")
     parser.add_argument(
         "--poll-interval", type=float, default=0.05, help="APPFORGE_DEPLOY_POLL_INTERVAL (s)"
+    )
+    parser.add_argument(
+        "--procrastinate-poll-interval",
+        type=float,
+        default=None,
+        help="noop mode: procrastinate's fetch_job_polling_interval (s); default "
+        "--poll-interval (procrastinate's own default is 5)",
     )
     parser.add_argument("--seed", type=int, default=1)
     add_server_options(parser)
@@ -106,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
         return 2
     config = BenchConfig(
+        mode=args.mode,
         deployments=args.deployments,
         files=args.files,
         workers=args.workers,
@@ -114,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         admin_dsn=args.admin_dsn,
         redis_url=args.redis_url,
+        procrastinate_poll_interval=(
+            args.poll_interval
+            if args.procrastinate_poll_interval is None
+            else args.procrastinate_poll_interval
+        ),
         py_spy=args.py_spy,
     )
     result = run_and_report(

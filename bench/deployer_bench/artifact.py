@@ -1,5 +1,7 @@
-"""The static app every deployment carries: `--files` files of 1-4 KiB, the same for every
-deployment but its `index.html`, which names its version."""
+"""The static app every deployment carries: in `local` mode `--files` files of 1-4 KiB, the
+same for every deployment but its `index.html`, which names its version; in `noop` mode that
+`index.html` alone, a few bytes (the noop target publishes nothing, so the queue is what
+is measured)."""
 
 from __future__ import annotations
 
@@ -57,3 +59,8 @@ def build_artifact(files: int, rng: random.Random) -> Artifact:
     body = "</head><body><div id=root data-version=@VERSION@></div>"
     padding = f"<!-- {_filler(rng, rng.randint(1024, 3072), '{word} {n}')} -->"
     return Artifact(shared=shared, index_template=head + scripts + body + padding + "</body>")
+
+
+def minimal_artifact() -> Artifact:
+    """The one-file app of `noop` mode: an `index.html` of a few bytes naming its version."""
+    return Artifact(shared=[], index_template="<!doctype html><p data-version=@VERSION@>")

@@ -1,5 +1,6 @@
 """What must hold after a configuration's run: every deployment SUCCEEDED once, `versions/`
-holds exactly the deployed versions, complete, no staging left, every notice acknowledged."""
+holds exactly the deployed versions, complete (in `noop` mode: no version directory at
+all, the target publishes nothing), no staging left, every notice acknowledged."""
 
 from __future__ import annotations
 
@@ -65,8 +66,11 @@ def build_checks(
     expected: Sequence[str],
     disk: dict[str, Any],
     notices: Notices,
+    *,
+    published: bool,
 ) -> Checks:
-    """The checks, from the deployment rows, the disk (`check_root`) and the outbox."""
+    """The checks, from the deployment rows, the disk (`check_root`) and the outbox;
+    `published`: the target writes version directories (local), else none may appear."""
     problems: list[str] = []
     last_finished_us = max((r["finished_us"] or 0 for r in rows), default=0)
     succeeded = sum(1 for r in rows if r["status"] == SUCCEEDED)
@@ -80,12 +84,15 @@ def build_checks(
         problems.append(f"{succeeded}/{n} SUCCEEDED ({dict(statuses)}; first error {errors})")
     if one_attempt != n:
         problems.append(f"{n - one_attempt} deployments took more than one attempt")
-    if disk["listed"] != n or disk["missing"] or disk["extra"]:
+    if not published:
+        if disk["listed"]:
+            problems.append(f"versions/: {disk['listed']} directories, the noop target wrote")
+    elif disk["listed"] != n or disk["missing"] or disk["extra"]:
         problems.append(
             f"versions/: {disk['listed']} directories for {n} versions "
             f"({disk['missing']} missing, {disk['extra']} unexpected)"
         )
-    if disk["complete"] != n:
+    if published and disk["complete"] != n:
         problems.append(f"{n - disk['complete']} version directories incomplete or wrong")
     if disk["staging_left"]:
         problems.append(f"{disk['staging_left']} staging directories left behind")

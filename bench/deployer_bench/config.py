@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+Mode = Literal["local", "noop"]
+MODES: tuple[Mode, ...] = ("local", "noop")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    """One run's parameters, from the command line."""
+    """One run's parameters, from the command line. `mode`: `local` deploys `files` files to
+    the local target; `noop` deploys one file to the noop target and runs procrastinate's
+    no-op jobs beside it, its workers polling every `procrastinate_poll_interval` seconds."""
 
+    mode: Mode
     deployments: int
     files: int
     workers: int
@@ -18,4 +25,5 @@ class BenchConfig:
     seed: int
     admin_dsn: str
     redis_url: str
+    procrastinate_poll_interval: float
     py_spy: Path | None

@@ -1,5 +1,6 @@
-"""CPU accounting from /proc: the deployers and their main threads (the event loops),
-chat, every PostgreSQL process, this client, and the machine's shares."""
+"""CPU accounting from /proc: the deployers (in `noop` mode also procrastinate's worker
+processes) and their main threads (the event loops), chat, every PostgreSQL process, this
+client, and the machine's shares."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class CpuSample:
 
 def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> CpuSample:
     """CPU used so far (0 where /proc does not tell); PostgreSQL is the sum over every
-    process named `postgres`."""
+    process named `postgres`. `deployer_pids`: the worker processes, procrastinate's too."""
     return CpuSample(
         deployers_s=sum(pid_cpu_s(pid) or 0.0 for pid in deployer_pids),
         loops_s=[pid_cpu_s(pid, main_thread=True) or 0.0 for pid in deployer_pids],

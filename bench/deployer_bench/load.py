@@ -36,8 +36,10 @@ async def enqueue(
     count: int,
     concurrency: int,
     prefix: str,
+    target: deployer_pb2.DeployTarget.ValueType,
 ) -> EnqueueResult:
-    """Send `count` Deploy calls, `concurrency` in flight, round-robin over `stubs`."""
+    """Send `count` Deploy calls, `concurrency` in flight, round-robin over `stubs`, each to
+    `target` (`DEPLOY_TARGET_UNSPECIFIED`: the deployers' default, noop in `noop` mode)."""
     next_n = 0
     done: list[str] = []
     errors: Counter[str] = Counter()
@@ -54,7 +56,7 @@ async def enqueue(
                 app_version_id=version_id,
                 execution_id=f"{prefix}-e{n:06d}",
                 files=artifact.files(version_id),
-                target=deployer_pb2.DEPLOY_TARGET_LOCAL,
+                target=target,
             )
             try:
                 await stubs[n % len(stubs)].Deploy(request, timeout=CALL_TIMEOUT_S)

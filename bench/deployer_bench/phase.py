@@ -1,5 +1,6 @@
 """One configuration: a fresh database and deploy root, chat, `processes` deployers sharing
-both, the app, the load, the wait for every deployment and notice, then the checks."""
+both (on the noop target in `noop` mode), the app, the load, the wait for every deployment
+and notice, then the checks."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from harness import (
 )
 
 from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
-from appforge.api.deployer.v1 import deployer_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
 from .artifact import Artifact
 from .checks import build_checks, check_root
@@ -85,6 +86,8 @@ async def run_phase(
             "APPFORGE_DEPLOY_WORKERS": str(config.workers),
             "APPFORGE_LOG_LEVEL": "WARNING",
         }
+        if config.mode == "noop":
+            env["APPFORGE_DEPLOY_TARGET"] = "noop"
         await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
         chat_port = free_port()
         chat = Child(
@@ -135,6 +138,10 @@ async def run_phase(
                 count=config.deployments,
                 concurrency=config.concurrency,
                 prefix=tag,
+                # noop has no enum value: a Deploy naming no target gets the server's default.
+                target=deployer_pb2.DEPLOY_TARGET_LOCAL
+                if config.mode == "local"
+                else deployer_pb2.DEPLOY_TARGET_UNSPECIFIED,
             )
             log(
                 f"{tag}: {len(sent.version_ids)} Deploy calls in {sent.elapsed_s:.1f}s, "
@@ -153,5 +160,5 @@ async def run_phase(
         notices = await wait_notices(conn, app_id, len(sent.version_ids))
         rows = await deployment_rows(conn, app_id)
         disk = await asyncio.to_thread(check_root, root, app_id, sent.version_ids, artifact)
-    checks = build_checks(rows, sent.version_ids, disk, notices)
+    checks = build_checks(rows, sent.version_ids, disk, notices, published=config.mode == "local")
     return summarise_phase(processes, pids, sent, rows, before, after, checks)

@@ -1,4 +1,5 @@
-"""The results: as plain data (what `--json` prints) and as the human-readable table."""
+"""The results: as plain data (what `--json` prints) and as the human-readable table; in
+`noop` mode with procrastinate's numbers and the side-by-side (`compare`) after it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from .artifact import Artifact
+from .compare import comparison, render_comparison
 from .config import BenchConfig
+from .procrastinate_results import QueueResult
 from .results import PhaseResult
 
 
 def report(
-    config: BenchConfig, artifact: Artifact, one: PhaseResult, two: PhaseResult
+    config: BenchConfig,
+    artifact: Artifact,
+    one: PhaseResult,
+    two: PhaseResult,
+    queues: tuple[QueueResult, QueueResult] | None = None,
 ) -> dict[str, Any]:
-    """The results as plain data (what `--json` prints)."""
+    """The results as plain data (what `--json` prints); `queues`: procrastinate's one and
+    two worker processes, in `noop` mode."""
     sizes = [len(artifact.files("x")[0].content), *(len(f.content) for f in artifact.shared)]
-    return {
+    correct = not one.checks.problems and not two.checks.problems
+    if queues is not None:
+        correct = correct and not any(q.checks.problems for q in queues)
+    result: dict[str, Any] = {
         "config": {
+            "mode": config.mode,
             "deployments": config.deployments,
-            "files": config.files,
+            "files": len(sizes),
             "artifact_bytes": sum(sizes),
             "workers_per_process": config.workers,
             "concurrency": config.concurrency,
@@ -31,8 +43,15 @@ def report(
         "one_process": dataclasses.asdict(one),
         "two_processes": dataclasses.asdict(two),
         "ratio": two.deployments_per_s / one.deployments_per_s if one.deployments_per_s else 0.0,
-        "correct": not one.checks.problems and not two.checks.problems,
+        "correct": correct,
     }
+    if queues is not None:
+        result.update(comparison(config, one, two, *queues))
+    return result
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} B"
 
 
 def _pct(values: Sequence[float]) -> str:
@@ -45,7 +64,7 @@ def render_table(result: dict[str, Any]) -> str:
     phases = [("1 deployer", result["one_process"]), ("2 deployers", result["two_processes"])]
     lines = [
         f"deployer: {cfg['deployments']:,} deployments of a {cfg['files']}-file app "
-        f"({cfg['artifact_bytes'] / 1024:.0f} KiB) to the local target,",
+        f"({_size(cfg['artifact_bytes'])}) to the {cfg['mode']} target,",
         f"{cfg['workers_per_process']} workers per deployer process, {cfg['concurrency']} "
         f"Deploy calls in flight, poll {cfg['poll_interval_s']:g}s, {cfg['cpus']} CPUs",
         "",
@@ -88,10 +107,12 @@ def render_table(result: dict[str, Any]) -> str:
         n = p["deployments"]
         verdict = "OK" if not k["problems"] else "FAIL"
         claims = " / ".join(str(c) for c in p["claims_per_process"])
+        dirs = f"{k['version_dirs']} version dirs"
+        if cfg["mode"] == "local":
+            dirs += f" ({k['versions_complete']} complete)"
         lines.append(
             f"  {label:12}{verdict:5}{k['succeeded']}/{n} SUCCEEDED, {k['one_attempt']}/{n} "
-            f"with one attempt, {k['version_dirs']} version dirs ({k['versions_complete']} "
-            f"complete),"
+            f"with one attempt, {dirs},"
         )
         lines.append(
             f"{'':19}{k['staging_left']} staging dirs left, claims per process {claims}, "
@@ -110,4 +131,6 @@ def render_table(result: dict[str, Any]) -> str:
         "than the workers publish, so it is mostly the wait in the queue. loop busy: the CPU\n"
         "share of each deployer's main thread (100% = its asyncio event loop is saturated)."
     )
+    if "comparison" in result:
+        lines += render_comparison(result)
     return "\n".join(lines)
