@@ -17,6 +17,7 @@ from appforge.services.chat.store import MessageStore
 from appforge.services.common import db
 from appforge.services.common.bus import Bus, create_bus
 from appforge.services.common.clock import HybridClock
+from appforge.services.common.pg_hot import pool_shares
 from appforge.services.common.server import GrpcServer, MethodHandler, ServiceRegistration
 from appforge.services.common.settings import Settings
 
@@ -67,17 +68,6 @@ class _Handlers:
         self, service: str, methods: dict[str, MethodHandler]
     ) -> None:
         self.methods.update(methods)
-
-
-def pool_shares(budget: int, *, postgres: bool) -> tuple[int, int]:
-    """How a process's database connections (APPFORGE_DB_POOL_SIZE) are split between the
-    engine (reads, apps, user messages, catch-ups) and the upsert hot path's own asyncpg
-    pool: a quarter and the rest on PostgreSQL, so the process never opens more than its
-    budget; SQLite has one engine connection and no hot-path pool."""
-    if not postgres:
-        return budget, 0
-    engine = max(1, budget // 4)
-    return engine, max(1, budget - engine)
 
 
 def build_chat(

@@ -12,10 +12,9 @@ tests/integration/test_store_agrees_with_domain.py keeps both in agreement with 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +43,14 @@ from appforge.services.chat.store.rows import (
 )
 from appforge.services.common.batching import Outcome, WriteBatcher
 from appforge.services.common.clock import HybridClock
-from appforge.services.common.db import connection_trouble, translate_errors
+from appforge.services.common.db import translate_errors
 from appforge.services.common.errors import (
     AppforgeError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
+from appforge.services.common.pg_hot import HotPool
 
 UPSERT = "SELECT chat_upsert_assistant_v2($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7)::text"
 UPSERT_BATCH = "SELECT chat_upsert_assistant_batch_v1($1::jsonb)::text"
@@ -139,11 +139,8 @@ class PgAssistantWriter:
         batches_in_flight: int = 2,
         batch_size: int = BATCH_SIZE,
     ) -> None:
-        self.dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.clock = clock
-        self.pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self.pool = HotPool(engine, pool_size)
         self._batcher: WriteBatcher[Write, UpsertResult] = WriteBatcher(
             self.run_batch,
             key=lambda write: write.execution_id,
@@ -151,21 +148,10 @@ class PgAssistantWriter:
             max_size=batch_size,
         )
 
-    async def _acquire_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session
-                    )
-        return self._pool
-
     async def close(self) -> None:
         """Finish the batches under way, close the pool (a later upsert opens a new one)."""
         await self._batcher.drain()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self.pool.close()
 
     def write(self, upsert: AssistantUpsert) -> Write:
         """The upsert as the function takes it, stamped now."""
@@ -186,8 +172,7 @@ class PgAssistantWriter:
         if view is not MessageView.FULL:
             return await self._batcher.submit(write)
         async with translate_errors("upserting a message"):
-            pool = await self._acquire_pool()
-            async with _connection(pool) as conn, conn.transaction():
+            async with self.pool.connection() as conn, conn.transaction():
                 with _domain_errors():
                     result = _decode(json.loads(await conn.fetchval(UPSERT, *write.args())))
                 return await _with_flow(conn, result, upsert.execution_id)
@@ -198,46 +183,30 @@ class PgAssistantWriter:
         goes again alone, so every caller gets its own answer."""
         WRITE_BATCHES.observe(len(writes))
         async with translate_errors("upserting messages"):
-            pool = await self._acquire_pool()
             if len(writes) == 1:
-                return [await _alone(pool, writes[0])]
+                return [await _alone(self.pool, writes[0])]
             # Stable: an execution's writes keep their order; every batch takes app rows
             # in the same order, so two batches cannot deadlock on them.
             order = sorted(range(len(writes)), key=lambda n: writes[n].app_id)
             batch = "[" + ",".join(writes[n].batch_element() for n in order) + "]"
             try:
-                async with _connection(pool) as conn:
+                async with self.pool.connection() as conn:
                     answers = json.loads(await conn.fetchval(UPSERT_BATCH, batch))
             except _RETRY_ALONE:
                 WRITE_BATCHES_RETRIED.inc()
-                return [await _alone(pool, write) for write in writes]
+                return [await _alone(self.pool, write) for write in writes]
         answer_of = dict(zip(order, answers, strict=True))
         return [_decode(answer_of[n]) for n in range(len(writes))]
 
 
-async def _alone(pool: asyncpg.Pool, write: Write) -> Outcome[UpsertResult]:
+async def _alone(pool: HotPool, write: Write) -> Outcome[UpsertResult]:
     """One write in its own transaction: its result, or the error it is refused with."""
     try:
         with _domain_errors():
-            async with _connection(pool) as conn:
+            async with pool.connection() as conn:
                 return _decode(json.loads(await conn.fetchval(UPSERT, *write.args())))
     except AppforgeError as exc:
         return exc
-
-
-@contextlib.asynccontextmanager
-async def _connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection that goes back only in a known state: one whose call ended in
-    anything but the server's own answer (a connection lost mid-call, a cancellation) is
-    closed, so the pool opens a fresh one rather than handing it to the next request."""
-    async with pool.acquire() as connection:
-        try:
-            yield connection
-        except BaseException as exc:
-            answered = isinstance(exc, (asyncpg.PostgresError, AppforgeError))
-            if not answered or connection_trouble(exc):
-                connection.terminate()
-            raise
 
 
 @contextlib.contextmanager
@@ -251,12 +220,6 @@ def _domain_errors() -> Iterator[None]:
         if kind is None:
             raise
         raise kind(exc.args[0] if exc.args else str(exc), field=exc.hint) from exc
-
-
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Release a connection without asyncpg's reset (`RESET ALL`, `UNLISTEN *`, …): this
-    path sets no session state, and the reset would add a round trip and server work to
-    every call (`reset=None` means "the default reset", not "none")."""
 
 
 def _metadata_json(upsert: AssistantUpsert) -> str | None:
