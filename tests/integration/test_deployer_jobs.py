@@ -92,7 +92,9 @@ async def stores(
 ) -> AsyncIterator[DeployerStores]:
     engine = db.create_engine(backend[1])
     await migrate.upgrade(engine, installed.histories())
-    yield DeployerStores.over(engine)
+    stores = DeployerStores.over(engine)
+    yield stores
+    await stores.close()
     await engine.dispose()
 
 

@@ -101,6 +101,7 @@ async def test_a_deploy_naming_s3_is_published_to_the_bucket(
         await asyncio.gather(running, return_exceptions=True)
         for target in targets.values():
             await target.close()
+        await stores.close()
         await engine.dispose()
 
     prefix = f"apps/{app_id}/versions/{version}/"

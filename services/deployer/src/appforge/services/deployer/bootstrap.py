@@ -16,6 +16,7 @@ from appforge.api.deployer.v1 import deployer_pb2_grpc
 from appforge.services.common import db
 from appforge.services.common.app_teams import AppTeams
 from appforge.services.common.bus import Bus, create_bus
+from appforge.services.common.pg_hot import pool_shares
 from appforge.services.common.server import GrpcServer, ServiceRegistration
 from appforge.services.common.settings import Settings
 from appforge.services.deployer.chat_client import GrpcChatNotifier
@@ -39,6 +40,7 @@ class DeployerRuntime:
     service: DeployerService
     server: GrpcServer
     engine: AsyncEngine
+    stores: DeployerStores
     bus: Bus
     http: DeployHttpServer | None
     targets: dict[str, Target]
@@ -79,6 +81,7 @@ class DeployerRuntime:
         if close_chat is not None:
             await close_chat()
         await self.bus.close()
+        await self.stores.close()
         await self.engine.dispose()
 
 
@@ -134,9 +137,11 @@ def build_deployer(
     `http_port` None serves no HTTP (another process serves the deploy root).
     """
     deploy = deploy or DeploySettings()
-    engine = engine or db.create_engine(
-        settings.resolved_database_url(), pool_size=settings.db_pool_size
+    url = settings.resolved_database_url()
+    engine_share, hot_share = pool_shares(
+        settings.db_pool_size, postgres=url.startswith("postgresql")
     )
+    engine = engine or db.create_engine(url, pool_size=engine_share)
     bus = bus or create_bus(settings.redis_url)
     clock = clock or WallTimer()
     minter = settings.auth.minter("appforge-deployer")
@@ -146,7 +151,7 @@ def build_deployer(
     # never ask: the rules are only applied where tokens are checked).
     teams = chat.teams if isinstance(chat, GrpcChatNotifier) else notifier.teams
     targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
-    stores = DeployerStores.over(engine)
+    stores = DeployerStores.over(engine, hot_pool_size=hot_share or None)
     wake = asyncio.Event()
     service = DeployerService(
         stores.deployments,
@@ -194,6 +199,7 @@ def build_deployer(
         service=service,
         server=server,
         engine=engine,
+        stores=stores,
         bus=bus,
         http=http,
         targets=targets,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appforge.services.common.db import is_postgres
+from appforge.services.common.pg_hot import HotPool
 from appforge.services.deployer.store.attempts import AttemptStore
 from appforge.services.deployer.store.deployments import DeploymentStore
 from appforge.services.deployer.store.outbox import NoticeOutbox
@@ -21,17 +23,35 @@ __all__ = ["AttemptStore", "DeployerStores", "DeploymentStore", "NoticeOutbox"]
 
 @dataclass(frozen=True, kw_only=True)
 class DeployerStores:
-    """The deployer's three stores over one engine."""
+    """The deployer's three stores over one engine (and, on PostgreSQL, one hot pool)."""
 
     deployments: DeploymentStore
     attempts: AttemptStore
     outbox: NoticeOutbox
+    hot: HotPool | None
 
     @classmethod
-    def over(cls, engine: AsyncEngine, rng: random.Random | None = None) -> DeployerStores:
-        """All three on `engine`; `rng` draws retry jitter (seeded in tests)."""
+    def over(
+        cls,
+        engine: AsyncEngine,
+        rng: random.Random | None = None,
+        *,
+        hot_pool_size: int | None = None,
+    ) -> DeployerStores:
+        """All three on `engine`; `rng` draws retry jitter (seeded in tests). On PostgreSQL
+        the queue's steps run on a pool of their own, `hot_pool_size` connections (default:
+        as many as the engine's pool)."""
+        hot = None
+        if is_postgres(engine):
+            hot = HotPool(engine, hot_pool_size or engine.pool.size())  # type: ignore[attr-defined]
         return cls(
-            deployments=DeploymentStore(engine),
-            attempts=AttemptStore(engine, rng),
-            outbox=NoticeOutbox(engine),
+            deployments=DeploymentStore(engine, hot),
+            attempts=AttemptStore(engine, hot, rng),
+            outbox=NoticeOutbox(engine, hot),
+            hot=hot,
         )
+
+    async def close(self) -> None:
+        """Close the hot pool (the engine is its owner's to dispose of)."""
+        if self.hot is not None:
+            await self.hot.close()

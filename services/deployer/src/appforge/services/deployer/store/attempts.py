@@ -5,25 +5,26 @@ worker holds a lease while its attempt runs and extends it by heartbeat; a deplo
 whose lease expired is taken over by whichever worker sees it first, and the lost attempt
 is recorded. A worker that lost its lease can record nothing more.
 
-On PostgreSQL the steps of a deployment that goes well are one statement each, in
-autocommit (one round trip): the claim (pick, lease and attempt row together), the read of
-its files, each heartbeat, and the success (the attempt ended, the deployment released as
-SUCCEEDED and its notice queued, only if the lease is still ours). Crashed workers' leases
-are looked for at most every half lease, or when nothing waits. SQLite takes the
-transactions these replace.
+On PostgreSQL the steps of a deployment that goes well are one statement each, compiled
+once and run on the deployer's own asyncpg pool in autocommit (`pg_steps`: one round trip
+each): the claim (pick, lease and attempt row together), the read of its files, each
+heartbeat, and the success (the attempt ended, the deployment released as SUCCEEDED and its
+notice queued, only if the lease is still ours). Crashed workers' leases are looked for at
+most every half lease, or when nothing waits. SQLite takes the transactions these replace.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from appforge.services.common.db import is_postgres, standalone, translate_errors
+from appforge.services.common.db import translate_errors
+from appforge.services.common.pg_hot import HotPool
 from appforge.services.deployer.domain import (
     US,
     AttemptOutcome,
@@ -41,6 +42,7 @@ from appforge.services.deployer.domain import (
     attempt_deadline_us,
     final_notice,
 )
+from appforge.services.deployer.store import pg_steps
 from appforge.services.deployer.store.rows import (
     WAITING,
     deployment_from_row,
@@ -49,7 +51,7 @@ from appforge.services.deployer.store.rows import (
     skip_locked,
 )
 from appforge.services.deployer.store.transitions import end_attempt, move_on
-from appforge.services.deployer.tables import attempts, deployments, files, outbox
+from appforge.services.deployer.tables import attempts, deployments, files
 from appforge.services.deployer.targets.base import ArtifactFile
 
 
@@ -59,17 +61,18 @@ class AttemptStore:
     `rng` draws the jitter of retry delays (seeded in tests).
     """
 
-    def __init__(self, engine: AsyncEngine, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, hot: HotPool | None, rng: random.Random | None = None
+    ) -> None:
         self.engine = engine
-        self.statements = standalone(engine)
+        self.hot = hot  # PostgreSQL: the steps of `pg_steps`; None on SQLite
         self.rng = rng or random.Random()
-        self._postgres = is_postgres(engine)
         self._expired_checked_us: int | None = None  # when lost leases were last looked for
 
     async def claim(self, worker_id: str, lease: float, now_us: int) -> ClaimResult:
         """Take the next due deployment: a Claim to attempt it now, Recovered when a
         crashed worker's deployment was taken over instead (look again), NothingDue."""
-        if not self._postgres:
+        if self.hot is None:
             return await self._claim_in_transaction(worker_id, lease, now_us)
         half_lease_us = int(lease * US / 2)
         checked = self._expired_checked_us
@@ -79,7 +82,7 @@ class AttemptStore:
             if recovered is not None:
                 return recovered
             checked = now_us
-        claimed = await self._claim_waiting(worker_id, lease, now_us)
+        claimed = await self._claim_waiting(self.hot, worker_id, lease, now_us)
         if claimed is not None:
             return claimed
         if checked != now_us:  # nothing waits: a lost lease may, sooner than the period
@@ -89,46 +92,17 @@ class AttemptStore:
                 return recovered
         return NothingDue()
 
-    async def _claim_waiting(self, worker_id: str, lease: float, now_us: int) -> Claim | None:
+    async def _claim_waiting(
+        self, hot: HotPool, worker_id: str, lease: float, now_us: int
+    ) -> Claim | None:
         """The head of the queue leased and its attempt row written, in one statement."""
-        head = (
-            sa.select(deployments.c.id)
-            .where(deployments.c.status.in_(WAITING), deployments.c.next_attempt_us <= now_us)
-            .order_by(deployments.c.next_attempt_us)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        leased = (
-            deployments.update()
-            .where(deployments.c.id == head)
-            .values(
-                status=int(DeploymentStatus.RUNNING),
-                attempts_made=deployments.c.attempts_made + 1,
-                lease_owner=worker_id,
+        async with translate_errors("claiming a deployment"):
+            row = await hot.fetchrow(
+                pg_steps.CLAIM,
+                worker_id=worker_id,
+                now_us=now_us,
                 lease_expires_us=now_us + int(lease * US),
-                updated_us=now_us,
             )
-            .returning(*deployments.c)
-            .cte("leased")
-        )
-        started = (
-            attempts.insert()
-            .from_select(
-                ["deployment_id", "number", "worker_id", "started_us", "outcome"],
-                sa.select(
-                    leased.c.id,
-                    leased.c.attempts_made,
-                    sa.literal(worker_id, sa.String),
-                    sa.literal(now_us, sa.BigInteger),
-                    sa.literal(int(AttemptOutcome.RUNNING), sa.Integer),
-                ),
-            )
-            .cte("started")
-        )
-        claim = sa.select(leased).add_cte(started)
-        async with translate_errors("claiming a deployment"), self.statements.begin() as conn:
-            row = (await conn.execute(claim)).first()
         if row is None:
             return None
         deployment = deployment_from_row(row)
@@ -248,31 +222,45 @@ class AttemptStore:
         self, deployment_id: str, worker_id: str, lease: float, now_us: int
     ) -> LeaseState:
         """Extend the lease by `lease` seconds from now, if this worker still holds it."""
-        async with translate_errors("extending a lease"), self.statements.begin() as conn:
-            row = (
-                await conn.execute(
-                    deployments.update()
-                    .where(
-                        deployments.c.id == deployment_id,
-                        deployments.c.lease_owner == worker_id,
-                        deployments.c.status == int(DeploymentStatus.RUNNING),
-                    )
-                    .values(lease_expires_us=now_us + int(lease * US))
-                    .returning(deployments.c.cancel_requested)
+        until_us = now_us + int(lease * US)
+        async with translate_errors("extending a lease"):
+            if self.hot is not None:
+                row: Any = await self.hot.fetchrow(
+                    pg_steps.HEARTBEAT,
+                    deployment_id=deployment_id,
+                    worker_id=worker_id,
+                    lease_expires_us=until_us,
                 )
-            ).first()
+            else:
+                async with self.engine.begin() as conn:
+                    row = (
+                        await conn.execute(
+                            deployments.update()
+                            .where(
+                                deployments.c.id == deployment_id,
+                                deployments.c.lease_owner == worker_id,
+                                deployments.c.status == int(DeploymentStatus.RUNNING),
+                            )
+                            .values(lease_expires_us=until_us)
+                            .returning(deployments.c.cancel_requested)
+                        )
+                    ).first()
         if row is None:
             return LeaseState.LOST
         return LeaseState.CANCEL_REQUESTED if row.cancel_requested else LeaseState.HELD
 
     async def artifact(self, deployment_id: str) -> list[ArtifactFile]:
         """The files a deployment publishes, by path."""
-        async with translate_errors("reading an artifact"), self.statements.connect() as conn:
-            rows = await conn.execute(
-                sa.select(files)
-                .where(files.c.deployment_id == deployment_id)
-                .order_by(files.c.path)
-            )
+        async with translate_errors("reading an artifact"):
+            if self.hot is not None:
+                rows: Any = await self.hot.fetch(pg_steps.ARTIFACT, deployment_id=deployment_id)
+            else:
+                async with self.engine.connect() as conn:
+                    rows = await conn.execute(
+                        sa.select(files)
+                        .where(files.c.deployment_id == deployment_id)
+                        .order_by(files.c.path)
+                    )
             return [
                 ArtifactFile(path=r.path, content=bytes(r.content), content_type=r.content_type)
                 for r in rows
@@ -289,8 +277,8 @@ class AttemptStore:
         now_us: int,
     ) -> FinishResult:
         """Record how an attempt ended and move its deployment on, if the lease is still ours."""
-        if self._postgres and outcome is AttemptOutcome.SUCCEEDED:
-            return await self._succeed(claim, worker_id, url=url, now_us=now_us)
+        if self.hot is not None and outcome is AttemptOutcome.SUCCEEDED:
+            return await self._succeed(self.hot, claim, worker_id, url=url, now_us=now_us)
         deployment_id = claim.deployment.id
         async with translate_errors("finishing an attempt"), self.engine.begin() as conn:
             owned = for_update(
@@ -329,79 +317,30 @@ class AttemptStore:
         return AttemptRecorded(status=step.status)
 
     async def _succeed(
-        self, claim: Claim, worker_id: str, *, url: str, now_us: int
+        self, hot: HotPool, claim: Claim, worker_id: str, *, url: str, now_us: int
     ) -> FinishResult:
         """A success recorded in one statement: under the lock of the deployment, if this
         worker still holds its lease, the attempt ended, the deployment SUCCEEDED with its
         URL and its notice queued; LeaseLost (and nothing written) otherwise."""
         deployment = claim.deployment
-        owned = (
-            sa.select(deployments.c.id)
-            .where(
-                deployments.c.id == deployment.id,
-                deployments.c.lease_owner == worker_id,
-                deployments.c.status == int(DeploymentStatus.RUNNING),
-            )
-            .with_for_update()
-            .cte("owned")
-        )
-        ended = (
-            attempts.update()
-            .where(
-                attempts.c.deployment_id.in_(sa.select(owned.c.id)),
-                attempts.c.number == claim.attempt,
-            )
-            .values(outcome=int(AttemptOutcome.SUCCEEDED), error="", finished_us=now_us)
-            .cte("ended")
-        )
-        released = (
-            deployments.update()
-            .where(deployments.c.id.in_(sa.select(owned.c.id)))
-            .values(
-                status=int(DeploymentStatus.SUCCEEDED),
-                lease_owner=None,
-                lease_expires_us=None,
-                updated_us=now_us,
-                error="",
-                finished_us=now_us,
-                url=url,
-            )
-            .cte("released")
-        )
         notice = final_notice(
             status=DeploymentStatus.SUCCEEDED,
             deployment_id=deployment.id,
             attempts=claim.attempt,
             url=url,
         )
-        queued = (
-            postgresql.insert(outbox)
-            .from_select(
-                [
-                    "deployment_id",
-                    "app_id",
-                    "execution_id",
-                    "failed",
-                    "metadata",
-                    "created_us",
-                    "next_try_us",
-                ],
-                sa.select(
-                    owned.c.id,
-                    sa.literal(deployment.app_id, sa.String),
-                    sa.literal(deployment.execution_id, sa.String),
-                    sa.literal(notice.failed, sa.Boolean),
-                    sa.literal(notice.metadata, outbox.c.metadata.type),
-                    sa.literal(now_us, sa.BigInteger),
-                    sa.literal(now_us, sa.BigInteger),
-                ),
+        async with translate_errors("finishing an attempt"):
+            row = await hot.fetchrow(
+                pg_steps.SUCCEED,
+                deployment_id=deployment.id,
+                worker_id=worker_id,
+                number=claim.attempt,
+                now_us=now_us,
+                url=url,
+                app_id=deployment.app_id,
+                execution_id=deployment.execution_id,
+                metadata=json.dumps(notice.metadata),
             )
-            .on_conflict_do_nothing(index_elements=["deployment_id"])
-            .cte("queued")
-        )
-        succeed = sa.select(owned.c.id).add_cte(ended, released, queued)
-        async with translate_errors("finishing an attempt"), self.statements.begin() as conn:
-            row = (await conn.execute(succeed)).first()
         if row is None:
             return LeaseLost(deployment_id=deployment.id)
         return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)

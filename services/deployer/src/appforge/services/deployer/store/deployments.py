@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from appforge.services.common.db import translate_errors, upsert_insert
 from appforge.services.common.errors import FailedPrecondition, NotFound
+from appforge.services.common.pg_hot import HotPool
 from appforge.services.deployer.domain import (
     Deployment,
     DeploymentStatus,
@@ -16,6 +17,7 @@ from appforge.services.deployer.domain import (
     Enqueued,
     NextStep,
 )
+from appforge.services.deployer.store import pg_steps
 from appforge.services.deployer.store.rows import deployment_from_row, for_update
 from appforge.services.deployer.store.transitions import move_on
 from appforge.services.deployer.tables import attempts, deployments, files
@@ -24,11 +26,14 @@ from appforge.services.deployer.tables import attempts, deployments, files
 class DeploymentStore:
     """Deployments and their artifacts: what Deploy, GetDeployment and CancelDeployment touch."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool | None) -> None:
         self.engine = engine
+        self.hot = hot  # PostgreSQL: the steps of `pg_steps`; None on SQLite
 
     async def create(self, request: DeployRequest, now_us: int) -> Enqueued:
         """Store the artifact and queue the deployment; idempotent by app_version_id."""
+        if self.hot is not None:
+            return await self._create_in_one(self.hot, request, now_us)
         policy = request.policy
         deployment_id = str(uuid.uuid4())
         async with translate_errors("creating a deployment"), self.engine.begin() as conn:
@@ -72,12 +77,39 @@ class DeploymentStore:
             if inserted is not None:
                 return Enqueued(deployment=deployment_from_row(inserted), created=True)
             existing = await self._read(conn, app_version_id=request.app_version_id)
-        if existing.app_id != request.app_id or existing.execution_id != request.execution_id:
-            raise FailedPrecondition(
-                "this app version was deployed for another app or execution",
-                field="app_version_id",
+        return _queued_already(request, existing)
+
+    async def _create_in_one(self, hot: HotPool, request: DeployRequest, now_us: int) -> Enqueued:
+        """`create` in one statement: the deployment and its files, or nothing when the
+        version is queued already (then read as it is)."""
+        policy = request.policy
+        async with translate_errors("creating a deployment"):
+            inserted = await hot.fetchrow(
+                pg_steps.CREATE,
+                id=str(uuid.uuid4()),
+                app_id=request.app_id,
+                app_version_id=request.app_version_id,
+                execution_id=request.execution_id,
+                target=request.target,
+                status=int(DeploymentStatus.QUEUED),
+                attempt_timeout=policy.attempt_timeout,
+                max_attempts=policy.max_attempts,
+                initial_backoff=policy.initial_backoff,
+                max_backoff=policy.max_backoff,
+                overall_deadline=policy.overall_deadline,
+                attempts_made=0,
+                next_attempt_us=now_us,
+                created_us=now_us,
+                updated_us=now_us,
+                paths=[path for path, _, _ in request.files],
+                contents=[content for _, content, _ in request.files],
+                content_types=[content_type for _, _, content_type in request.files],
             )
-        return Enqueued(deployment=existing, created=False)
+            if inserted is not None:
+                return Enqueued(deployment=deployment_from_row(inserted), created=True)
+            async with self.engine.connect() as conn:
+                existing = await self._read(conn, app_version_id=request.app_version_id)
+        return _queued_already(request, existing)
 
     async def get(self, deployment_id: str) -> Deployment:
         async with translate_errors("reading a deployment"), self.engine.connect() as conn:
@@ -124,3 +156,14 @@ class DeploymentStore:
             )
         ).all()
         return deployment_from_row(row, attempt_rows)
+
+
+def _queued_already(request: DeployRequest, existing: Deployment) -> Enqueued:
+    """The deployment already queued for the request's version: the same one again, unless
+    it was for another app or execution."""
+    if existing.app_id != request.app_id or existing.execution_id != request.execution_id:
+        raise FailedPrecondition(
+            "this app version was deployed for another app or execution",
+            field="app_version_id",
+        )
+    return Enqueued(deployment=existing, created=False)

@@ -7,11 +7,15 @@ short lease, so two deliverers do not send one notice at the same time.
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from appforge.services.common.db import is_postgres, standalone, translate_errors, upsert_insert
+from appforge.services.common.db import translate_errors, upsert_insert
+from appforge.services.common.pg_hot import HotPool
 from appforge.services.deployer.domain import US, Notice, PendingNotice
+from appforge.services.deployer.store import pg_steps
 from appforge.services.deployer.store.rows import pending_notice_from_row, skip_locked
 from appforge.services.deployer.tables import outbox
 
@@ -45,30 +49,23 @@ async def queue_notice(
 class NoticeOutbox:
     """The deliverer's side of the outbox: claim due notices, record how delivery went."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: HotPool | None) -> None:
         self.engine = engine
-        self.statements = standalone(engine)  # one statement, one round trip (PostgreSQL)
+        self.hot = hot  # PostgreSQL: the steps of `pg_steps`; None on SQLite
 
     async def claim_notices(
         self, now_us: int, lease: float, limit: int = 50
     ) -> list[PendingNotice]:
         """Due notices, each held for `lease` seconds so no other deliverer sends it too."""
-        if is_postgres(self.engine):  # picked and held in one statement
-            due = (
-                sa.select(outbox.c.deployment_id)
-                .where(outbox.c.delivered_us.is_(None), outbox.c.next_try_us <= now_us)
-                .order_by(outbox.c.next_try_us)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            held = (
-                outbox.update()
-                .where(outbox.c.deployment_id.in_(due))
-                .values(next_try_us=now_us + int(lease * US))
-                .returning(*outbox.c)
-            )
-            async with translate_errors("reading the outbox"), self.statements.begin() as conn:
-                return [pending_notice_from_row(row) for row in await conn.execute(held)]
+        if self.hot is not None:  # picked and held in one statement
+            async with translate_errors("reading the outbox"):
+                rows = await self.hot.fetch(
+                    pg_steps.CLAIM_NOTICES,
+                    now_us=now_us,
+                    held_until_us=now_us + int(lease * US),
+                    limit=limit,
+                )
+            return [pending_notice_from_row(row, json.loads(row.metadata)) for row in rows]
         pick = skip_locked(
             self.engine,
             sa.select(outbox)
@@ -87,18 +84,34 @@ class NoticeOutbox:
         return [pending_notice_from_row(row) for row in rows]
 
     async def notice_delivered(self, deployment_id: str, now_us: int) -> None:
-        async with translate_errors("updating the outbox"), self.statements.begin() as conn:
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.deployment_id == deployment_id)
-                .values(delivered_us=now_us, tries=outbox.c.tries + 1, last_error="")
-            )
+        async with translate_errors("updating the outbox"):
+            if self.hot is not None:
+                await self.hot.fetch(
+                    pg_steps.NOTICE_DELIVERED, deployment_id=deployment_id, now_us=now_us
+                )
+                return
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.deployment_id == deployment_id)
+                    .values(delivered_us=now_us, tries=outbox.c.tries + 1, last_error="")
+                )
 
     async def notice_failed(self, deployment_id: str, error: str, next_try_us: int) -> None:
         """Chat did not take it: count the try and hold the notice until `next_try_us`."""
-        async with translate_errors("updating the outbox"), self.statements.begin() as conn:
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.deployment_id == deployment_id)
-                .values(next_try_us=next_try_us, tries=outbox.c.tries + 1, last_error=error[:4000])
-            )
+        error = error[:4000]
+        async with translate_errors("updating the outbox"):
+            if self.hot is not None:
+                await self.hot.fetch(
+                    pg_steps.NOTICE_FAILED,
+                    deployment_id=deployment_id,
+                    error=error,
+                    next_try_us=next_try_us,
+                )
+                return
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    outbox.update()
+                    .where(outbox.c.deployment_id == deployment_id)
+                    .values(next_try_us=next_try_us, tries=outbox.c.tries + 1, last_error=error)
+                )

@@ -68,13 +68,16 @@ def policy_from_row(row: Any) -> Policy:
     )
 
 
-def pending_notice_from_row(row: Any) -> PendingNotice:
-    """An outbox row as the notice it carries."""
+def pending_notice_from_row(row: Any, metadata: Any = None) -> PendingNotice:
+    """An outbox row as the notice it carries (`metadata` decoded, where the row has it as
+    JSON text)."""
     return PendingNotice(
         deployment_id=row.deployment_id,
         app_id=row.app_id,
         execution_id=row.execution_id,
-        notice=Notice(failed=bool(row.failed), metadata=dict(row.metadata)),
+        notice=Notice(
+            failed=bool(row.failed), metadata=dict(row.metadata if metadata is None else metadata)
+        ),
         tries=row.tries,
     )
 
