@@ -38,15 +38,11 @@ from tests.unit.deployer_local_helpers import (
 
 
 class OneDeployment:
-    """The worker's store, for one claimed deployment: its files, a lease always held, and
-    the attempt's end as the worker recorded it."""
+    """The worker's store, for one claimed deployment: a lease always held, and the
+    attempt's end as the worker recorded it."""
 
-    def __init__(self, files: tuple[ArtifactFile, ...]) -> None:
-        self.files = list(files)
+    def __init__(self) -> None:
         self.finished: list[tuple[AttemptOutcome, str, str]] = []
-
-    async def artifact(self, deployment_id: str) -> list[ArtifactFile]:
-        return self.files
 
     async def heartbeat(self, *_: object) -> LeaseState:
         return LeaseState.HELD
@@ -68,7 +64,7 @@ class OneDeployment:
         )
 
 
-def claim_for(target: str, now_us: int) -> Claim:
+def claim_for(target: str, now_us: int, files: tuple[ArtifactFile, ...]) -> Claim:
     deployment = Deployment(
         id="d-1",
         app_id="app-1",
@@ -83,7 +79,7 @@ def claim_for(target: str, now_us: int) -> Claim:
         updated_us=now_us,
         lease_owner="w1",
     )
-    return Claim(deployment=deployment, attempt=1, deadline_us=now_us + 300_000_000)
+    return Claim(deployment=deployment, attempt=1, deadline_us=now_us + 300_000_000, files=files)
 
 
 async def _ignore(_deployment_id: str) -> None:
@@ -102,7 +98,7 @@ async def test_a_worker_publishes_through_the_target_a_deployment_names(
     root: Path, tmp_path: Path, named: str, outcome: AttemptOutcome, url: str
 ) -> None:
     targets = build_targets(DeploySettings(root=root, public_url=PUBLIC_URL), tmp_path)
-    store = OneDeployment(APP_FILES)
+    store = OneDeployment()
     timer = ManualTimer()  # never moved: the deadline cannot interfere
     worker = DeploymentWorker(
         worker_id="w1",
@@ -114,7 +110,7 @@ async def test_a_worker_publishes_through_the_target_a_deployment_names(
         on_change=_ignore,
     )
 
-    await asyncio.wait_for(worker.attempt(claim_for(named, timer.now_us())), WAIT)
+    await asyncio.wait_for(worker.attempt(claim_for(named, timer.now_us(), APP_FILES)), WAIT)
 
     [(recorded, error, published_url)] = store.finished
     assert (recorded, published_url) == (outcome, url)

@@ -151,9 +151,6 @@ class OneNoopDeployment:
     def __init__(self) -> None:
         self.finished: list[tuple[AttemptOutcome, str, str]] = []
 
-    async def artifact(self, deployment_id: str) -> list[ArtifactFile]:
-        return list(FILES)
-
     async def heartbeat(self, *_: object) -> LeaseState:
         return LeaseState.HELD
 
@@ -193,7 +190,7 @@ async def test_a_worker_records_a_noop_attempt_as_succeeded(tmp_path: Path) -> N
         updated_us=NOW_US,
         lease_owner="w1",
     )
-    claim = Claim(deployment=deployment, attempt=1, deadline_us=NOW_US + 300_000_000)
+    claim = Claim(deployment=deployment, attempt=1, deadline_us=NOW_US + 300_000_000, files=FILES)
 
     await asyncio.wait_for(worker.attempt(claim), WAIT)
 

@@ -60,10 +60,22 @@ class NoticeDeliverer:
             await wait_for_event(self.wake, self.clock, now_us + int(self.poll_interval * US))
 
     async def deliver_due(self) -> int:
-        """Claim the due notices and try each once, concurrently; return how many chat took."""
+        """Claim the due notices and try each once, concurrently, then record those chat
+        took in one statement; return how many it took."""
         notices = await self.outbox.claim_notices(self.clock.now_us(), self.CLAIM_LEASE)
         results = await asyncio.gather(*(self._deliver(n) for n in notices))
-        return sum(results)
+        taken = [n for n, ok in zip(notices, results, strict=True) if ok]
+        if taken:
+            await self.outbox.notices_delivered(
+                [n.deployment_id for n in taken], self.clock.now_us()
+            )
+        for pending in taken:
+            log.info(
+                "notice_delivered",
+                deployment_id=pending.deployment_id,
+                execution_id=pending.execution_id,
+            )
+        return len(taken)
 
     async def _deliver(self, pending: PendingNotice) -> bool:
         async with self._in_flight:
@@ -87,10 +99,4 @@ class NoticeDeliverer:
                     error=repr(exc),
                 )
                 return False
-            await self.outbox.notice_delivered(pending.deployment_id, self.clock.now_us())
-            log.info(
-                "notice_delivered",
-                deployment_id=pending.deployment_id,
-                execution_id=pending.execution_id,
-            )
             return True

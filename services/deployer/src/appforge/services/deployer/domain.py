@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from appforge.services.common.errors import InvalidArgument
 from appforge.services.common.retry import backoff_delay as retry_delay
+from appforge.services.deployer.targets.base import ArtifactFile
 
 US = 1_000_000
 
@@ -259,11 +260,13 @@ class DeployRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class Claim:
-    """A deployment a worker now holds the lease of, with the attempt it is to make."""
+    """A deployment a worker now holds the lease of, with the attempt it is to make and the
+    files it publishes (read with the claim: no round trip of its own)."""
 
     deployment: Deployment
     attempt: int
     deadline_us: int
+    files: tuple[ArtifactFile, ...]
 
 
 # --- what the store answers a worker ---------------------------------------------------------

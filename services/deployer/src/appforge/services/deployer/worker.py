@@ -172,12 +172,11 @@ class DeploymentWorker:
             )
         timeout = max(0.0, (claim.deadline_us - self.clock.now_us()) / US)
         try:
-            files = await self.store.artifact(deployment.id)
             publish = asyncio.ensure_future(
                 target.publish(
                     app_id=deployment.app_id,
                     app_version_id=deployment.app_version_id,
-                    files=files,
+                    files=claim.files,
                 )
             )
             watchdog = asyncio.ensure_future(self._heartbeat(deployment.id))

@@ -7,7 +7,7 @@ is recorded. A worker that lost its lease can record nothing more.
 
 On PostgreSQL the steps of a deployment that goes well are one statement each, compiled
 once and run on the deployer's own asyncpg pool in autocommit (`pg_steps`: one round trip
-each): the claim (pick, lease and attempt row together), the read of its files, each
+each): the claim (pick, lease, attempt row and the read of its files together), each
 heartbeat, and the success (the attempt ended, the deployment released as SUCCEEDED and its
 notice queued, only if the lease is still ours). Crashed workers' leases are looked for at
 most every half lease, or when nothing waits. SQLite takes the transactions these replace.
@@ -109,7 +109,15 @@ class AttemptStore:
         deadline = attempt_deadline_us(
             started_us=now_us, policy=deployment.policy, created_us=deployment.created_us
         )
-        return Claim(deployment=deployment, attempt=row.attempts_made, deadline_us=deadline)
+        artifact = tuple(
+            ArtifactFile(path=path, content=content, content_type=content_type)
+            for path, content, content_type in zip(
+                row.paths or (), row.contents or (), row.content_types or (), strict=True
+            )
+        )
+        return Claim(
+            deployment=deployment, attempt=row.attempts_made, deadline_us=deadline, files=artifact
+        )
 
     async def _recover_one_expired(self, now_us: int) -> Recovered | None:
         """A crashed worker's deployment, its lost attempt recorded and the deployment moved
@@ -178,6 +186,13 @@ class AttemptStore:
                     outcome=int(AttemptOutcome.RUNNING),
                 )
             )
+            artifact = await conn.execute(
+                sa.select(files).where(files.c.deployment_id == row.id).order_by(files.c.path)
+            )
+            artifact_files = tuple(
+                ArtifactFile(path=f.path, content=bytes(f.content), content_type=f.content_type)
+                for f in artifact
+            )
         # The row as just written (its attempts are not loaded: a worker does not need them).
         deployment = replace(
             deployment_from_row(row),
@@ -189,7 +204,9 @@ class AttemptStore:
         deadline = attempt_deadline_us(
             started_us=now_us, policy=deployment.policy, created_us=deployment.created_us
         )
-        return Claim(deployment=deployment, attempt=number, deadline_us=deadline)
+        return Claim(
+            deployment=deployment, attempt=number, deadline_us=deadline, files=artifact_files
+        )
 
     async def _recover_lost(self, conn: AsyncConnection, row: Any, now_us: int) -> Recovered:
         error = f"worker {row.lease_owner} stopped heartbeating"
@@ -248,23 +265,6 @@ class AttemptStore:
         if row is None:
             return LeaseState.LOST
         return LeaseState.CANCEL_REQUESTED if row.cancel_requested else LeaseState.HELD
-
-    async def artifact(self, deployment_id: str) -> list[ArtifactFile]:
-        """The files a deployment publishes, by path."""
-        async with translate_errors("reading an artifact"):
-            if self.hot is not None:
-                rows: Any = await self.hot.fetch(pg_steps.ARTIFACT, deployment_id=deployment_id)
-            else:
-                async with self.engine.connect() as conn:
-                    rows = await conn.execute(
-                        sa.select(files)
-                        .where(files.c.deployment_id == deployment_id)
-                        .order_by(files.c.path)
-                    )
-            return [
-                ArtifactFile(path=r.path, content=bytes(r.content), content_type=r.content_type)
-                for r in rows
-            ]
 
     async def finish_attempt(
         self,

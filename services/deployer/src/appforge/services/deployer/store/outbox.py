@@ -8,6 +8,7 @@ short lease, so two deliverers do not send one notice at the same time.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -83,17 +84,18 @@ class NoticeOutbox:
                 )
         return [pending_notice_from_row(row) for row in rows]
 
-    async def notice_delivered(self, deployment_id: str, now_us: int) -> None:
+    async def notices_delivered(self, deployment_ids: Sequence[str], now_us: int) -> None:
+        """Chat took these notices: they are done (one statement for all of them)."""
         async with translate_errors("updating the outbox"):
             if self.hot is not None:
                 await self.hot.fetch(
-                    pg_steps.NOTICE_DELIVERED, deployment_id=deployment_id, now_us=now_us
+                    pg_steps.NOTICES_DELIVERED, deployment_ids=list(deployment_ids), now_us=now_us
                 )
                 return
             async with self.engine.begin() as conn:
                 await conn.execute(
                     outbox.update()
-                    .where(outbox.c.deployment_id == deployment_id)
+                    .where(outbox.c.deployment_id.in_(deployment_ids))
                     .values(delivered_us=now_us, tries=outbox.c.tries + 1, last_error="")
                 )
 

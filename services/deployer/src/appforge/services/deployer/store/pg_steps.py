@@ -3,13 +3,13 @@ deployer's own asyncpg pool (`common.pg_hot`) in autocommit, so each is one roun
 
 - `CREATE`: the deployment and every file of its artifact, or nothing when its
   `app_version_id` is queued already (then the store reads the one there);
-- `CLAIM`: the head of the queue (`FOR UPDATE SKIP LOCKED`) leased and its attempt row
-  written;
-- `ARTIFACT`: a deployment's files by path;
+- `CLAIM`: the head of the queue (`FOR UPDATE SKIP LOCKED`) leased, its attempt row
+  written, and its files read (by path);
 - `HEARTBEAT`: the lease extended, if this worker still holds it;
 - `SUCCEED`: under the deployment's lock, if the lease is still ours, the attempt ended, the
   deployment SUCCEEDED with its URL and its notice queued in the outbox;
-- `CLAIM_NOTICES`, `NOTICE_DELIVERED`, `NOTICE_FAILED`: the deliverer's side of the outbox.
+- `CLAIM_NOTICES`, `NOTICES_DELIVERED` (many at once), `NOTICE_FAILED`: the deliverer's side
+  of the outbox.
 
 SQLite runs the same steps as transactions of several statements (`attempts.py`,
 `deployments.py`, `outbox.py`); the tests run both.
@@ -121,7 +121,22 @@ def _claim() -> Prepared:
         )
         .cte("started")
     )
-    return Prepared.of(sa.select(leased).add_cte(started))
+
+    def of_artifact(column: sa.Column[Any], label: str) -> sa.Label[Any]:
+        ordered = postgresql.aggregate_order_by(column, files.c.path)
+        return (
+            sa.select(sa.func.array_agg(ordered))
+            .where(files.c.deployment_id == leased.c.id)
+            .scalar_subquery()
+            .label(label)
+        )
+
+    artifact = [
+        of_artifact(files.c.path, "paths"),
+        of_artifact(files.c.content, "contents"),
+        of_artifact(files.c.content_type, "content_types"),
+    ]
+    return Prepared.of(sa.select(leased, *artifact).add_cte(started))
 
 
 def _succeed() -> Prepared:
@@ -191,11 +206,6 @@ def _succeed() -> Prepared:
     return Prepared.of(sa.select(owned.c.id).add_cte(ended, released, queued))
 
 
-ARTIFACT = Prepared.of(
-    sa.select(files.c.path, files.c.content, files.c.content_type)
-    .where(files.c.deployment_id == sa.bindparam("deployment_id"))
-    .order_by(files.c.path)
-)
 HEARTBEAT = Prepared.of(
     deployments.update()
     .where(
@@ -228,9 +238,12 @@ CLAIM_NOTICES = Prepared.of(
         outbox.c.tries,
     )
 )
-NOTICE_DELIVERED = Prepared.of(
+NOTICES_DELIVERED = Prepared.of(
     outbox.update()
-    .where(outbox.c.deployment_id == sa.bindparam("deployment_id"))
+    .where(
+        outbox.c.deployment_id
+        == sa.any_(sa.bindparam("deployment_ids", type_=postgresql.ARRAY(sa.String)))
+    )
     .values(
         delivered_us=_param("now_us", outbox.c.delivered_us),
         tries=outbox.c.tries + 1,
