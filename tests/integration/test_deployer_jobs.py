@@ -23,6 +23,7 @@ from appforge.services.common.clock import SystemClock
 from appforge.services.deployer.deliverer import NoticeDeliverer
 from appforge.services.deployer.domain import (
     AttemptOutcome,
+    AttemptRecorded,
     Claim,
     Deployment,
     DeploymentStatus,
@@ -32,6 +33,7 @@ from appforge.services.deployer.domain import (
     WorkerConfig,
 )
 from appforge.services.deployer.store import DeployerStores
+from appforge.services.deployer.tables import deployments
 from appforge.services.deployer.targets.base import ArtifactFile, Publication, PublishError
 from appforge.services.deployer.timing import ManualTimer
 from appforge.services.deployer.worker import DeploymentWorker
@@ -41,6 +43,7 @@ FAST = Policy(attempt_timeout=10, max_attempts=4, initial_backoff=1, max_backoff
 CONFIG = WorkerConfig(lease=30, poll_interval=1)
 STEP = 5.0  # how far the clock moves each time everyone waits on it
 BOUND = 20.0  # real seconds any test may take to get where it is going
+LONG_AGO_US = 1_000_000_000_000_000  # 2001: before any deployment another test queued
 
 
 class ScriptedTarget:
@@ -358,3 +361,88 @@ async def test_a_notice_waits_for_chat_to_come_back(
     notice = await _notice(stores, timer, chat, deployment.id)
     assert notice["deployment_id"] == deployment.id
     assert len([n for n in chat.received if n["deployment_id"] == deployment.id]) == 1
+
+
+async def test_recording_a_success_claims_the_next_deployment_in_the_same_step(
+    stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
+) -> None:
+    now_us = timer.now_us()
+    # Due long before anything else in the queue, so these two are its head, in order.
+    first = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
+    second = (await stores.deployments.create(_request(), LONG_AGO_US + 1)).deployment
+    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+    assert isinstance(claim, Claim) and claim.deployment.id == first.id
+    assert claim.files == (
+        ArtifactFile(path="index.html", content=b"<html></html>", content_type="text/html"),
+    )
+
+    recorded, chained = await stores.attempts.succeed_and_claim(
+        claim, "w1", url="http://deploy.test/apps/app-1/", lease=CONFIG.lease, now_us=now_us
+    )
+
+    assert recorded == AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
+    done = await stores.deployments.get(first.id)
+    assert (done.status, done.url) == (DeploymentStatus.SUCCEEDED, "http://deploy.test/apps/app-1/")
+    assert [(a.outcome, a.finished_us) for a in done.attempts] == [
+        (AttemptOutcome.SUCCEEDED, now_us)
+    ]
+    if backend[0] == "postgres":  # one statement: the next one is claimed with it
+        assert chained is not None and chained.deployment.id == second.id
+        assert chained.attempt == 1 and chained.files == claim.files
+    else:  # SQLite records the success alone; the worker claims next as usual
+        assert chained is None
+        chained_claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+        assert isinstance(chained_claim, Claim) and chained_claim.deployment.id == second.id
+    running = await stores.deployments.get(second.id)
+    assert (running.status, running.lease_owner) == (DeploymentStatus.RUNNING, "w1")
+    assert [(a.worker_id, a.started_us, a.outcome) for a in running.attempts] == [
+        ("w1", now_us, AttemptOutcome.RUNNING)
+    ]
+    notices = await stores.outbox.claim_notices(now_us, lease=30)
+    assert [
+        n.notice.metadata["deployment_status"] for n in notices if n.deployment_id == first.id
+    ] == ["deployed"]
+
+
+async def test_a_success_whose_lease_was_lost_records_nothing_and_claims_on(
+    stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
+) -> None:
+    now_us = timer.now_us()
+    # Due long before anything else in the queue, so these two are its head, in order.
+    first = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
+    second = (await stores.deployments.create(_request(), LONG_AGO_US + 1)).deployment
+    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+    assert isinstance(claim, Claim) and claim.deployment.id == first.id
+    async with stores.attempts.engine.begin() as conn:  # another worker took the lease over
+        await conn.execute(
+            deployments.update().where(deployments.c.id == first.id).values(lease_owner="w2")
+        )
+
+    recorded, chained = await stores.attempts.succeed_and_claim(
+        claim, "w1", url="http://deploy.test/apps/app-1/", lease=CONFIG.lease, now_us=now_us
+    )
+
+    assert recorded == LeaseLost(deployment_id=first.id)
+    untouched = await stores.deployments.get(first.id)
+    assert (untouched.status, untouched.url) == (DeploymentStatus.RUNNING, "")
+    assert [a.outcome for a in untouched.attempts] == [AttemptOutcome.RUNNING]
+    if backend[0] == "postgres":
+        assert chained is not None and chained.deployment.id == second.id
+    else:
+        assert chained is None
+    await _settle(stores, first.id, second.id)
+
+
+async def _settle(stores: DeployerStores, *deployment_ids: str) -> None:
+    """End deployments a test left leased, so no later test's worker takes them over (the
+    suite's database is shared)."""
+    async with stores.attempts.engine.begin() as conn:
+        await conn.execute(
+            deployments.update()
+            .where(deployments.c.id.in_(deployment_ids))
+            .values(
+                status=int(DeploymentStatus.CANCELLED),
+                lease_owner=None,
+                lease_expires_us=None,
+            )
+        )

@@ -47,6 +47,12 @@ class OneDeployment:
     async def heartbeat(self, *_: object) -> LeaseState:
         return LeaseState.HELD
 
+    async def succeed_and_claim(
+        self, claim: Claim, worker_id: str, *, url: str, lease: float, now_us: int
+    ) -> tuple[AttemptRecorded, None]:
+        self.finished.append((AttemptOutcome.SUCCEEDED, "", url))
+        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED), None
+
     async def finish_attempt(
         self,
         claim: Claim,

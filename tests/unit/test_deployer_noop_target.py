@@ -154,6 +154,12 @@ class OneNoopDeployment:
     async def heartbeat(self, *_: object) -> LeaseState:
         return LeaseState.HELD
 
+    async def succeed_and_claim(
+        self, claim: Claim, worker_id: str, *, url: str, lease: float, now_us: int
+    ) -> tuple[AttemptRecorded, None]:
+        self.finished.append((AttemptOutcome.SUCCEEDED, "", url))
+        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED), None
+
     async def finish_attempt(self, claim: Claim, worker_id: str, **ended: Any) -> AttemptRecorded:
         self.finished.append((ended["outcome"], ended["error"], ended["url"]))
         return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)

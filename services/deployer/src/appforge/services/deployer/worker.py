@@ -88,7 +88,10 @@ class DeploymentWorker:
                 continue
             match claimed:
                 case Claim():
-                    await self.attempt(claimed)
+                    # A success claims the next deployment in the same statement.
+                    chained: Claim | None = claimed
+                    while chained is not None:
+                        chained = await self.attempt(chained)
                 case Recovered():
                     log.warning(
                         "lease_taken_over",
@@ -111,8 +114,9 @@ class DeploymentWorker:
         poll_us = int(self.config.poll_interval * US)
         await wait_for_event(self.wake, self.clock, since_us + poll_us)
 
-    async def attempt(self, claim: Claim) -> None:
-        """Run one attempt and record its outcome."""
+    async def attempt(self, claim: Claim) -> Claim | None:
+        """Run one attempt and record its outcome; the next deployment when recording a
+        success claimed it too."""
         deployment = claim.deployment
         fields = {
             "deployment_id": deployment.id,
@@ -133,14 +137,21 @@ class DeploymentWorker:
             outcome, error, url = await self._run_attempt(claim)
         if outcome is None:
             log.warning("attempt_abandoned_lease_lost", **fields)
-            return
-        recorded = await self.store.finish_attempt(
-            claim, self.worker_id, outcome=outcome, error=error, url=url, now_us=self.clock.now_us()
-        )
+            return None
+        now_us = self.clock.now_us()
+        chained: Claim | None = None
+        if outcome is AttemptOutcome.SUCCEEDED:
+            recorded, chained = await self.store.succeed_and_claim(
+                claim, self.worker_id, url=url, lease=self.config.lease, now_us=now_us
+            )
+        else:
+            recorded = await self.store.finish_attempt(
+                claim, self.worker_id, outcome=outcome, error=error, url=url, now_us=now_us
+            )
         match recorded:
             case LeaseLost():
                 log.warning("attempt_result_discarded_lease_lost", **fields)
-                return
+                return chained
             case AttemptRecorded(status=finished):
                 pass
             case _:
@@ -160,6 +171,7 @@ class DeploymentWorker:
         elif outcome is not AttemptOutcome.SUCCEEDED:
             DEPLOY_RETRIES.inc()
         await self.on_change(deployment.id)
+        return chained
 
     async def _run_attempt(self, claim: Claim) -> tuple[AttemptOutcome | None, str, str]:
         deployment = claim.deployment

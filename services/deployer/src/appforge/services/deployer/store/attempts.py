@@ -74,23 +74,52 @@ class AttemptStore:
         crashed worker's deployment was taken over instead (look again), NothingDue."""
         if self.hot is None:
             return await self._claim_in_transaction(worker_id, lease, now_us)
-        half_lease_us = int(lease * US / 2)
-        checked = self._expired_checked_us
-        if checked is None or now_us - checked >= half_lease_us:
+        looked = self._recovery_due(now_us, lease)
+        if looked:
             self._expired_checked_us = now_us
             recovered = await self._recover_one_expired(now_us)
             if recovered is not None:
                 return recovered
-            checked = now_us
         claimed = await self._claim_waiting(self.hot, worker_id, lease, now_us)
         if claimed is not None:
             return claimed
-        if checked != now_us:  # nothing waits: a lost lease may, sooner than the period
+        if not looked:  # nothing waits: a lost lease may, sooner than the period
             self._expired_checked_us = now_us
             recovered = await self._recover_one_expired(now_us)
             if recovered is not None:
                 return recovered
         return NothingDue()
+
+    def _recovery_due(self, now_us: int, lease: float) -> bool:
+        """Whether lost leases are to be looked for now (every half lease at most)."""
+        checked = self._expired_checked_us
+        return checked is None or now_us - checked >= int(lease * US / 2)
+
+    async def succeed_and_claim(
+        self, claim: Claim, worker_id: str, *, url: str, lease: float, now_us: int
+    ) -> tuple[FinishResult, Claim | None]:
+        """Record a success and claim the next due deployment, in one statement where it
+        can be (PostgreSQL, and no look for lost leases due): how the success was recorded,
+        and the next Claim (None: nothing was claimed, claim as usual)."""
+        if self.hot is None or self._recovery_due(now_us, lease):
+            alone = await self.finish_attempt(
+                claim, worker_id, outcome=AttemptOutcome.SUCCEEDED, error="", url=url, now_us=now_us
+            )
+            return alone, None
+        deployment = claim.deployment
+        async with translate_errors("finishing an attempt"):
+            row = await self.hot.fetchrow(
+                pg_steps.SUCCEED_AND_CLAIM,
+                **self._success_values(claim, worker_id, url=url, now_us=now_us),
+                lease_expires_us=now_us + int(lease * US),
+            )
+        assert row is not None  # one row, always
+        finished: FinishResult = (
+            LeaseLost(deployment_id=deployment.id)
+            if row.finished_id is None
+            else AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
+        )
+        return finished, None if row.id is None else _claim_from_row(row, now_us)
 
     async def _claim_waiting(
         self, hot: HotPool, worker_id: str, lease: float, now_us: int
@@ -103,21 +132,7 @@ class AttemptStore:
                 now_us=now_us,
                 lease_expires_us=now_us + int(lease * US),
             )
-        if row is None:
-            return None
-        deployment = deployment_from_row(row)
-        deadline = attempt_deadline_us(
-            started_us=now_us, policy=deployment.policy, created_us=deployment.created_us
-        )
-        artifact = tuple(
-            ArtifactFile(path=path, content=content, content_type=content_type)
-            for path, content, content_type in zip(
-                row.paths or (), row.contents or (), row.content_types or (), strict=True
-            )
-        )
-        return Claim(
-            deployment=deployment, attempt=row.attempts_made, deadline_us=deadline, files=artifact
-        )
+        return None if row is None else _claim_from_row(row, now_us)
 
     async def _recover_one_expired(self, now_us: int) -> Recovered | None:
         """A crashed worker's deployment, its lost attempt recorded and the deployment moved
@@ -322,6 +337,17 @@ class AttemptStore:
         """A success recorded in one statement: under the lock of the deployment, if this
         worker still holds its lease, the attempt ended, the deployment SUCCEEDED with its
         URL and its notice queued; LeaseLost (and nothing written) otherwise."""
+        async with translate_errors("finishing an attempt"):
+            row = await hot.fetchrow(
+                pg_steps.SUCCEED, **self._success_values(claim, worker_id, url=url, now_us=now_us)
+            )
+        if row is None:
+            return LeaseLost(deployment_id=claim.deployment.id)
+        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
+
+    @staticmethod
+    def _success_values(claim: Claim, worker_id: str, *, url: str, now_us: int) -> dict[str, Any]:
+        """The parameters of `pg_steps.SUCCEED` (and of the success in SUCCEED_AND_CLAIM)."""
         deployment = claim.deployment
         notice = final_notice(
             status=DeploymentStatus.SUCCEEDED,
@@ -329,18 +355,31 @@ class AttemptStore:
             attempts=claim.attempt,
             url=url,
         )
-        async with translate_errors("finishing an attempt"):
-            row = await hot.fetchrow(
-                pg_steps.SUCCEED,
-                deployment_id=deployment.id,
-                worker_id=worker_id,
-                number=claim.attempt,
-                now_us=now_us,
-                url=url,
-                app_id=deployment.app_id,
-                execution_id=deployment.execution_id,
-                metadata=json.dumps(notice.metadata),
-            )
-        if row is None:
-            return LeaseLost(deployment_id=deployment.id)
-        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
+        return {
+            "deployment_id": deployment.id,
+            "worker_id": worker_id,
+            "number": claim.attempt,
+            "now_us": now_us,
+            "url": url,
+            "app_id": deployment.app_id,
+            "execution_id": deployment.execution_id,
+            "metadata": json.dumps(notice.metadata),
+        }
+
+
+def _claim_from_row(row: Any, now_us: int) -> Claim:
+    """A claimed deployment's row (its files as arrays, by path) as the Claim, its attempt
+    started at `now_us`."""
+    deployment = deployment_from_row(row)
+    deadline = attempt_deadline_us(
+        started_us=now_us, policy=deployment.policy, created_us=deployment.created_us
+    )
+    artifact = tuple(
+        ArtifactFile(path=path, content=content, content_type=content_type)
+        for path, content, content_type in zip(
+            row.paths or (), row.contents or (), row.content_types or (), strict=True
+        )
+    )
+    return Claim(
+        deployment=deployment, attempt=row.attempts_made, deadline_us=deadline, files=artifact
+    )

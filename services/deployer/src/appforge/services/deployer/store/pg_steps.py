@@ -8,6 +8,7 @@ deployer's own asyncpg pool (`common.pg_hot`) in autocommit, so each is one roun
 - `HEARTBEAT`: the lease extended, if this worker still holds it;
 - `SUCCEED`: under the deployment's lock, if the lease is still ours, the attempt ended, the
   deployment SUCCEEDED with its URL and its notice queued in the outbox;
+- `SUCCEED_AND_CLAIM`: both, for a worker that goes on to its next deployment;
 - `CLAIM_NOTICES`, `NOTICES_DELIVERED` (many at once), `NOTICE_FAILED`: the deliverer's side
   of the outbox.
 
@@ -17,6 +18,7 @@ SQLite runs the same steps as transactions of several statements (`attempts.py`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,7 +87,16 @@ def _create() -> Prepared:
     return Prepared.of(sa.select(inserted).add_cte(stored))
 
 
-def _claim() -> Prepared:
+@dataclass(frozen=True)
+class _Claiming:
+    """The claim's parts: the leased row, the attempt row it writes, the artifact's columns."""
+
+    leased: sa.CTE
+    started: sa.CTE
+    artifact: list[sa.Label[Any]]
+
+
+def _claiming() -> _Claiming:
     head = (
         sa.select(deployments.c.id)
         .where(_WAITING, deployments.c.next_attempt_us <= sa.bindparam("now_us"))
@@ -136,10 +147,18 @@ def _claim() -> Prepared:
         of_artifact(files.c.content, "contents"),
         of_artifact(files.c.content_type, "content_types"),
     ]
-    return Prepared.of(sa.select(leased, *artifact).add_cte(started))
+    return _Claiming(leased, started, artifact)
 
 
-def _succeed() -> Prepared:
+@dataclass(frozen=True)
+class _Succeeding:
+    """The success's parts: the row still ours (`owned`), and what it writes."""
+
+    owned: sa.CTE
+    writes: tuple[sa.CTE, ...]
+
+
+def _succeeding() -> _Succeeding:
     owned = (
         sa.select(deployments.c.id)
         .where(
@@ -203,7 +222,33 @@ def _succeed() -> Prepared:
         .on_conflict_do_nothing(index_elements=["deployment_id"])
         .cte("queued")
     )
-    return Prepared.of(sa.select(owned.c.id).add_cte(ended, released, queued))
+    return _Succeeding(owned, (ended, released, queued))
+
+
+def _claim() -> Prepared:
+    claiming = _claiming()
+    return Prepared.of(sa.select(claiming.leased, *claiming.artifact).add_cte(claiming.started))
+
+
+def _succeed() -> Prepared:
+    succeeding = _succeeding()
+    return Prepared.of(sa.select(succeeding.owned.c.id).add_cte(*succeeding.writes))
+
+
+def _succeed_and_claim() -> Prepared:
+    """`SUCCEED` and `CLAIM` in one statement: one row, `finished_id` (NULL when the lease
+    was lost and nothing was recorded) and the next deployment's columns (NULL when none
+    is due). The two touch different rows: the one ending is RUNNING, the one claimed was
+    waiting."""
+    succeeding = _succeeding()
+    claiming = _claiming()
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    finished = sa.select(succeeding.owned.c.id).scalar_subquery().label("finished_id")
+    return Prepared.of(
+        sa.select(finished, *claiming.leased.c, *claiming.artifact)
+        .select_from(one.outerjoin(claiming.leased, sa.true()))
+        .add_cte(*succeeding.writes, claiming.started)
+    )
 
 
 HEARTBEAT = Prepared.of(
@@ -262,3 +307,4 @@ NOTICE_FAILED = Prepared.of(
 CREATE = _create()
 CLAIM = _claim()
 SUCCEED = _succeed()
+SUCCEED_AND_CLAIM = _succeed_and_claim()
