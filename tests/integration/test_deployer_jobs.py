@@ -29,6 +29,7 @@ from appforge.services.deployer.domain import (
     DeploymentStatus,
     DeployRequest,
     LeaseLost,
+    PendingNotice,
     Policy,
     WorkerConfig,
 )
@@ -446,3 +447,121 @@ async def _settle(stores: DeployerStores, *deployment_ids: str) -> None:
                 lease_expires_us=None,
             )
         )
+
+
+async def test_a_success_notice_held_for_its_worker_is_not_due_for_others_until_the_hold_ends(
+    stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
+) -> None:
+    now_us = timer.now_us()
+    deployment = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
+    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+    assert isinstance(claim, Claim) and claim.deployment.id == deployment.id
+
+    recorded = await stores.attempts.finish_attempt(
+        claim,
+        "w1",
+        outcome=AttemptOutcome.SUCCEEDED,
+        error="",
+        url="http://deploy.test/apps/app-1/",
+        now_us=now_us,
+        hold_notice=30,
+    )
+
+    def mine(notices: Sequence[PendingNotice]) -> list[PendingNotice]:
+        return [n for n in notices if n.deployment_id == deployment.id]
+
+    assert isinstance(recorded, AttemptRecorded)
+    if backend[0] == "postgres":  # held for this worker's process, which delivers it itself
+        assert recorded.notice is not None
+        assert recorded.notice.notice.metadata["deployment_status"] == "deployed"
+        assert mine(await stores.outbox.claim_notices(now_us + 29_000_000, lease=30)) == []
+        # Its process died with it: once the hold is over, any deliverer sends it.
+        later = mine(await stores.outbox.claim_notices(now_us + 31_000_000, lease=30))
+        assert [n.notice for n in later] == [recorded.notice.notice]
+    else:  # SQLite queues every notice due, for the poll to find
+        assert recorded.notice is None
+        assert len(mine(await stores.outbox.claim_notices(now_us, lease=30))) == 1
+
+
+class Handed:
+    """A worker's `notices`: what it handed over, and how often it said one was due."""
+
+    def __init__(self) -> None:
+        self.delivered: list[PendingNotice] = []
+        self.due_calls = 0
+
+    def deliver(self, notice: PendingNotice) -> None:
+        self.delivered.append(notice)
+
+    def due(self) -> None:
+        self.due_calls += 1
+
+
+async def test_a_worker_hands_its_successes_notice_to_its_deliverer(
+    stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
+) -> None:
+    handed = Handed()
+    worker = _worker(stores, timer, ScriptedTarget())
+    worker.notices = handed
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    done = await _until_terminal(stores, timer, deployment.id, worker)
+    assert done.status is DeploymentStatus.SUCCEEDED
+    if backend[0] == "postgres":
+        assert [n.deployment_id for n in handed.delivered] == [deployment.id]
+        assert handed.delivered[0].notice.metadata["url"] == done.url
+        assert handed.due_calls == 0
+    else:
+        assert (handed.delivered, handed.due_calls) == ([], 1)
+
+
+async def test_a_failed_deployment_says_its_notice_is_due(
+    stores: DeployerStores, timer: ManualTimer
+) -> None:
+    handed = Handed()
+    worker = _worker(stores, timer, ScriptedTarget("permanent"))
+    worker.notices = handed
+    deployment = (await stores.deployments.create(_request(), timer.now_us())).deployment
+    done = await _until_terminal(stores, timer, deployment.id, worker)
+    assert done.status is DeploymentStatus.FAILED
+    assert (handed.delivered, handed.due_calls) == ([], 1)
+
+
+async def test_a_deliverer_sends_a_handed_notice_at_once_and_records_it(
+    stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
+) -> None:
+    now_us = timer.now_us()
+    deployment = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
+    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+    assert isinstance(claim, Claim) and claim.deployment.id == deployment.id
+    recorded = await stores.attempts.finish_attempt(
+        claim,
+        "w1",
+        outcome=AttemptOutcome.SUCCEEDED,
+        error="",
+        url="u",
+        now_us=now_us,
+        hold_notice=30,
+    )
+    assert isinstance(recorded, AttemptRecorded)
+    notice = recorded.notice
+    if backend[0] != "postgres":  # SQLite queued it due: hand over what the poll would find
+        assert notice is None
+        [notice] = [
+            n
+            for n in await stores.outbox.claim_notices(now_us, lease=30)
+            if n.deployment_id == deployment.id
+        ]
+    assert notice is not None
+    chat = RecordingChat()
+    deliverer = NoticeDeliverer(
+        outbox=stores.outbox, chat=chat, clock=timer, poll_interval=1, wake=asyncio.Event()
+    )
+    deliverer.deliver(notice)
+    async with asyncio.timeout(BOUND):
+        await deliverer.settled()
+    assert [
+        n["deployment_status"] for n in chat.received if n["deployment_id"] == deployment.id
+    ] == ["deployed"]
+    # Recorded as delivered: no deliverer sends it again once the hold is over.
+    after = await stores.outbox.claim_notices(now_us + 60_000_000, lease=30)
+    assert [n for n in after if n.deployment_id == deployment.id] == []

@@ -155,7 +155,7 @@ class OneNoopDeployment:
         return LeaseState.HELD
 
     async def succeed_and_claim(
-        self, claim: Claim, worker_id: str, *, url: str, lease: float, now_us: int
+        self, claim: Claim, worker_id: str, *, url: str, **_: object
     ) -> tuple[AttemptRecorded, None]:
         self.finished.append((AttemptOutcome.SUCCEEDED, "", url))
         return AttemptRecorded(status=DeploymentStatus.SUCCEEDED), None

@@ -162,12 +162,13 @@ def build_deployer(
         wake_workers=wake,
         available_targets=list(targets),
     )
-    deliverer_wake = asyncio.Event()
-
-    async def on_change(deployment_id: str) -> None:
-        deliverer_wake.set()  # a deployment that just ended has a notice to deliver
-        await service.changed(deployment_id)
-
+    deliverer = NoticeDeliverer(
+        outbox=stores.outbox,
+        chat=chat,
+        clock=clock,
+        poll_interval=deploy.worker.poll_interval,
+        wake=asyncio.Event(),
+    )
     identity = f"{socket.gethostname()[:40]}:{os.getpid()}"
     workers = [
         DeploymentWorker(
@@ -177,17 +178,11 @@ def build_deployer(
             clock=clock,
             config=deploy.worker,
             wake=wake,
-            on_change=on_change,
+            on_change=service.changed,
+            notices=deliverer,  # a success's notice goes straight to this process's deliverer
         )
         for n in range(deploy.workers)
     ]
-    deliverer = NoticeDeliverer(
-        outbox=stores.outbox,
-        chat=chat,
-        clock=clock,
-        poll_interval=deploy.worker.poll_interval,
-        wake=deliverer_wake,
-    )
 
     server = GrpcServer.serving(registration(service, teams), settings, host=host, port=port)
     http = (

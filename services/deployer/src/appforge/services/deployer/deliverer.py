@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from appforge.services.common.batching import WriteBatcher
 from appforge.services.common.logging import get_logger
 from appforge.services.deployer.domain import US, PendingNotice, Policy, backoff_delay
 from appforge.services.deployer.store import NoticeOutbox
@@ -47,35 +48,71 @@ class NoticeDeliverer:
         self.wake = wake
         self.rng = rng or random.Random()
         self._in_flight = asyncio.Semaphore(16)
+        # Notices chat took, recorded together: alone when nothing is being recorded, else
+        # in one statement with the others that came meanwhile.
+        self._delivered: WriteBatcher[str, None] = WriteBatcher(
+            self._record_delivered,
+            key=lambda deployment_id: deployment_id,
+            in_flight=1,
+            max_size=200,
+        )
+        self._handed: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Deliver until cancelled: whatever is due, then again when woken or a poll passed."""
-        while True:
-            self.wake.clear()  # before reading, so a notice written meanwhile is not missed
-            now_us = self.clock.now_us()
-            try:
-                await self.deliver_due()
-            except Exception as exc:
-                log.warning("outbox_read_failed", error=repr(exc))
-            await wait_for_event(self.wake, self.clock, now_us + int(self.poll_interval * US))
+        try:
+            while True:
+                self.wake.clear()  # before reading, so a notice written meanwhile is not missed
+                now_us = self.clock.now_us()
+                try:
+                    await self.deliver_due()
+                except Exception as exc:
+                    log.warning("outbox_read_failed", error=repr(exc))
+                await wait_for_event(self.wake, self.clock, now_us + int(self.poll_interval * US))
+        finally:
+            for task in self._handed:
+                task.cancel()
+            await asyncio.gather(*self._handed, return_exceptions=True)
+
+    def deliver(self, notice: PendingNotice) -> None:
+        """Deliver, now, a notice queued held for this process (a worker's success): no
+        round trip to find it. Should this process die first, its hold ends and any
+        deliverer sends it."""
+        task = asyncio.get_running_loop().create_task(self._deliver_held(notice))
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
+
+    async def settled(self) -> None:
+        """Wait until every notice handed so far was delivered and recorded, or given up on
+        (then sent again once its hold is over)."""
+        while self._handed:
+            await asyncio.gather(*self._handed, return_exceptions=True)
+
+    def due(self) -> None:
+        """A notice was queued due: look for it now rather than at the next poll."""
+        self.wake.set()
 
     async def deliver_due(self) -> int:
-        """Claim the due notices and try each once, concurrently, then record those chat
-        took in one statement; return how many it took."""
+        """Claim the due notices and try each once, concurrently; return how many chat took
+        (each recorded as delivered)."""
         notices = await self.outbox.claim_notices(self.clock.now_us(), self.CLAIM_LEASE)
         results = await asyncio.gather(*(self._deliver(n) for n in notices))
-        taken = [n for n, ok in zip(notices, results, strict=True) if ok]
-        if taken:
-            await self.outbox.notices_delivered(
-                [n.deployment_id for n in taken], self.clock.now_us()
-            )
-        for pending in taken:
-            log.info(
-                "notice_delivered",
+        return sum(results)
+
+    async def _deliver_held(self, pending: PendingNotice) -> None:
+        try:
+            await self._deliver(pending)
+        except Exception as exc:  # not recorded (the database is down): sent again later
+            log.warning(
+                "notice_not_recorded",
                 deployment_id=pending.deployment_id,
                 execution_id=pending.execution_id,
+                error=repr(exc),
             )
-        return len(taken)
+
+    async def _record_delivered(self, deployment_ids: Sequence[str]) -> list[None]:
+        await self.outbox.notices_delivered(deployment_ids, self.clock.now_us())
+        return [None] * len(deployment_ids)
 
     async def _deliver(self, pending: PendingNotice) -> bool:
         async with self._in_flight:
@@ -99,4 +136,10 @@ class NoticeDeliverer:
                     error=repr(exc),
                 )
                 return False
-            return True
+        await self._delivered.submit(pending.deployment_id)
+        log.info(
+            "notice_delivered",
+            deployment_id=pending.deployment_id,
+            execution_id=pending.execution_id,
+        )
+        return True

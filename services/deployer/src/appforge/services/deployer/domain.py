@@ -309,9 +309,12 @@ class LeaseState(Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class AttemptRecorded:
-    """An attempt's end was recorded; `status` is where its deployment now stands."""
+    """An attempt's end was recorded; `status` is where its deployment now stands.
+    `notice`: the notice the end queued held for the recording worker's process to deliver
+    (None: queued due, for any deliverer to find)."""
 
     status: DeploymentStatus
+    notice: PendingNotice | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import assert_never
+from typing import Protocol, assert_never
 
 from appforge.services.common import keys, tracing
 from appforge.services.common.bus import Bus
@@ -23,6 +23,7 @@ from appforge.services.deployer.domain import (
     LeaseLost,
     LeaseState,
     NothingDue,
+    PendingNotice,
     Recovered,
     WorkerConfig,
 )
@@ -38,7 +39,22 @@ from appforge.services.deployer.timing import Timer, wait_for_event
 
 log = get_logger(__name__)
 
+# How long a success's notice, handed to this process's deliverer, is held from the others:
+# longer than a delivery takes (a notify call times out after 10 s), so it is not sent twice;
+# if this process dies with it, any deliverer sends it after that.
+NOTICE_HOLD = 30.0
+
 OnChange = Callable[[str], Awaitable[None]]
+
+
+class Notices(Protocol):
+    """Where a worker says a deployment's end has a notice for chat."""
+
+    # A notice queued held for this process: deliver it now, no one else will for a while.
+    def deliver(self, notice: PendingNotice) -> None: ...
+
+    # A notice was queued due: look for it.
+    def due(self) -> None: ...
 
 
 class _Stop(Exception):
@@ -62,7 +78,11 @@ class DeploymentWorker:
         config: WorkerConfig,
         wake: asyncio.Event,
         on_change: OnChange,
+        notices: Notices | None = None,
     ) -> None:
+        """`notices`: this process's deliverer. With one, a success's notice is queued held
+        for it and handed to it at once; without, notices are queued due for any deliverer
+        to find."""
         self.worker_id = worker_id
         self.store = store
         self.targets = targets
@@ -70,6 +90,7 @@ class DeploymentWorker:
         self.config = config
         self.wake = wake
         self.on_change = on_change
+        self.notices = notices
 
     async def run(self) -> None:
         """Work until cancelled."""
@@ -104,6 +125,8 @@ class DeploymentWorker:
                     DEPLOY_ATTEMPTS.labels(AttemptOutcome.LOST.name.lower()).inc()
                     if claimed.status.terminal:
                         DEPLOYMENTS.labels(claimed.status.name.lower()).inc()
+                        if self.notices is not None:
+                            self.notices.due()
                     await self.on_change(claimed.deployment_id)
                 case NothingDue():
                     await self._idle(now_us)
@@ -140,9 +163,15 @@ class DeploymentWorker:
             return None
         now_us = self.clock.now_us()
         chained: Claim | None = None
+        hold = 0.0 if self.notices is None else NOTICE_HOLD
         if outcome is AttemptOutcome.SUCCEEDED:
             recorded, chained = await self.store.succeed_and_claim(
-                claim, self.worker_id, url=url, lease=self.config.lease, now_us=now_us
+                claim,
+                self.worker_id,
+                url=url,
+                lease=self.config.lease,
+                now_us=now_us,
+                hold_notice=hold,
             )
         else:
             recorded = await self.store.finish_attempt(
@@ -153,7 +182,10 @@ class DeploymentWorker:
                 log.warning("attempt_result_discarded_lease_lost", **fields)
                 return chained
             case AttemptRecorded(status=finished):
-                pass
+                if self.notices is not None and recorded.notice is not None:
+                    self.notices.deliver(recorded.notice)
+                elif self.notices is not None and finished.terminal:
+                    self.notices.due()
             case _:
                 assert_never(recorded)
         log.info(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,7 @@ from appforge.services.deployer.domain import (
     LeaseState,
     NextStep,
     NothingDue,
+    PendingNotice,
     Recovered,
     after_failure,
     attempt_deadline_us,
@@ -96,29 +97,39 @@ class AttemptStore:
         return checked is None or now_us - checked >= int(lease * US / 2)
 
     async def succeed_and_claim(
-        self, claim: Claim, worker_id: str, *, url: str, lease: float, now_us: int
+        self,
+        claim: Claim,
+        worker_id: str,
+        *,
+        url: str,
+        lease: float,
+        now_us: int,
+        hold_notice: float = 0.0,
     ) -> tuple[FinishResult, Claim | None]:
         """Record a success and claim the next due deployment, in one statement where it
         can be (PostgreSQL, and no look for lost leases due): how the success was recorded,
-        and the next Claim (None: nothing was claimed, claim as usual)."""
+        and the next Claim (None: nothing was claimed, claim as usual). `hold_notice`: as
+        for `finish_attempt`."""
         if self.hot is None or self._recovery_due(now_us, lease):
             alone = await self.finish_attempt(
-                claim, worker_id, outcome=AttemptOutcome.SUCCEEDED, error="", url=url, now_us=now_us
+                claim,
+                worker_id,
+                outcome=AttemptOutcome.SUCCEEDED,
+                error="",
+                url=url,
+                now_us=now_us,
+                hold_notice=hold_notice,
             )
             return alone, None
-        deployment = claim.deployment
+        success = _Success.of(claim, worker_id, url=url, now_us=now_us, hold_notice=hold_notice)
         async with translate_errors("finishing an attempt"):
             row = await self.hot.fetchrow(
                 pg_steps.SUCCEED_AND_CLAIM,
-                **self._success_values(claim, worker_id, url=url, now_us=now_us),
+                **success.values,
                 lease_expires_us=now_us + int(lease * US),
             )
         assert row is not None  # one row, always
-        finished: FinishResult = (
-            LeaseLost(deployment_id=deployment.id)
-            if row.finished_id is None
-            else AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
-        )
+        finished = success.recorded(row.finished_id is not None)
         return finished, None if row.id is None else _claim_from_row(row, now_us)
 
     async def _claim_waiting(
@@ -290,10 +301,16 @@ class AttemptStore:
         error: str,
         url: str,
         now_us: int,
+        hold_notice: float = 0.0,
     ) -> FinishResult:
-        """Record how an attempt ended and move its deployment on, if the lease is still ours."""
+        """Record how an attempt ended and move its deployment on, if the lease is still ours.
+
+        `hold_notice` > 0: the caller delivers the notice of a success itself, so on
+        PostgreSQL it is queued held for that many seconds (no other deliverer sends it
+        meanwhile; after that, any does) and returned in `AttemptRecorded.notice`."""
         if self.hot is not None and outcome is AttemptOutcome.SUCCEEDED:
-            return await self._succeed(self.hot, claim, worker_id, url=url, now_us=now_us)
+            success = _Success.of(claim, worker_id, url=url, now_us=now_us, hold_notice=hold_notice)
+            return await self._succeed(self.hot, success)
         deployment_id = claim.deployment.id
         async with translate_errors("finishing an attempt"), self.engine.begin() as conn:
             owned = for_update(
@@ -331,23 +348,27 @@ class AttemptStore:
             await move_on(conn, self.engine, row, step, now_us, url)
         return AttemptRecorded(status=step.status)
 
-    async def _succeed(
-        self, hot: HotPool, claim: Claim, worker_id: str, *, url: str, now_us: int
-    ) -> FinishResult:
+    async def _succeed(self, hot: HotPool, success: _Success) -> FinishResult:
         """A success recorded in one statement: under the lock of the deployment, if this
         worker still holds its lease, the attempt ended, the deployment SUCCEEDED with its
         URL and its notice queued; LeaseLost (and nothing written) otherwise."""
         async with translate_errors("finishing an attempt"):
-            row = await hot.fetchrow(
-                pg_steps.SUCCEED, **self._success_values(claim, worker_id, url=url, now_us=now_us)
-            )
-        if row is None:
-            return LeaseLost(deployment_id=claim.deployment.id)
-        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
+            row = await hot.fetchrow(pg_steps.SUCCEED, **success.values)
+        return success.recorded(row is not None)
 
-    @staticmethod
-    def _success_values(claim: Claim, worker_id: str, *, url: str, now_us: int) -> dict[str, Any]:
-        """The parameters of `pg_steps.SUCCEED` (and of the success in SUCCEED_AND_CLAIM)."""
+
+@dataclass(frozen=True)
+class _Success:
+    """A success as `pg_steps.SUCCEED` (and SUCCEED_AND_CLAIM) write it, with its notice."""
+
+    deployment_id: str
+    values: dict[str, Any]
+    notice: PendingNotice | None  # held for the caller to deliver
+
+    @classmethod
+    def of(
+        cls, claim: Claim, worker_id: str, *, url: str, now_us: int, hold_notice: float
+    ) -> _Success:
         deployment = claim.deployment
         notice = final_notice(
             status=DeploymentStatus.SUCCEEDED,
@@ -355,7 +376,7 @@ class AttemptStore:
             attempts=claim.attempt,
             url=url,
         )
-        return {
+        values = {
             "deployment_id": deployment.id,
             "worker_id": worker_id,
             "number": claim.attempt,
@@ -364,7 +385,26 @@ class AttemptStore:
             "app_id": deployment.app_id,
             "execution_id": deployment.execution_id,
             "metadata": json.dumps(notice.metadata),
+            "notice_due_us": now_us + int(hold_notice * US),
         }
+        held = (
+            PendingNotice(
+                deployment_id=deployment.id,
+                app_id=deployment.app_id,
+                execution_id=deployment.execution_id,
+                notice=notice,
+                tries=0,
+            )
+            if hold_notice > 0
+            else None
+        )
+        return cls(deployment.id, values, held)
+
+    def recorded(self, owned: bool) -> FinishResult:
+        """The result, given whether the lease was still ours (and so anything written)."""
+        if not owned:
+            return LeaseLost(deployment_id=self.deployment_id)
+        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED, notice=self.notice)
 
 
 def _claim_from_row(row: Any, now_us: int) -> Claim:

@@ -216,7 +216,8 @@ def _succeeding() -> _Succeeding:
                 # JSON text, cast by PostgreSQL (the plain pool has no JSON codec).
                 sa.cast(sa.bindparam("metadata", type_=sa.Text), postgresql.JSONB),
                 _param("now_us", outbox.c.created_us),
-                _param("now_us", outbox.c.next_try_us),
+                # Now, or later when the recording process delivers it itself (held).
+                _param("notice_due_us", outbox.c.next_try_us),
             ),
         )
         .on_conflict_do_nothing(index_elements=["deployment_id"])
