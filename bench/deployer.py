@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="noop mode: procrastinate's fetch_job_polling_interval (s); default "
         "--poll-interval (procrastinate's own default is 5)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="noop mode: how many times both queues run, alternating (the medians judge)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     add_server_options(parser)
     add_output_options(parser, check=False)
@@ -138,8 +144,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if min(args.deployments, args.workers, args.concurrency) < 1 or args.files < 2:
-        print("--deployments, --workers, --concurrency >= 1 and --files >= 2", file=sys.stderr)
+    if min(args.deployments, args.workers, args.concurrency, args.rounds) < 1 or args.files < 2:
+        print(
+            "--deployments, --workers, --concurrency, --rounds >= 1 and --files >= 2",
+            file=sys.stderr,
+        )
         return 2
     if args.py_spy is not None and py_spy_command() is None:
         print("--py-spy needs py-spy: pip install py-spy", file=sys.stderr)
@@ -160,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else args.procrastinate_poll_interval
         ),
         py_spy=args.py_spy,
+        rounds=args.rounds if args.mode == "noop" else 1,
     )
     result = run_and_report(
         in_workdir("deployer-bench-", lambda workdir: run_bench(config, workdir)),

@@ -9,6 +9,7 @@ it is met and never fails on it.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from importlib import metadata
 from typing import Any
 
@@ -79,6 +80,74 @@ def comparison(
             "two_processes": _side_by_side(two, queue_two),
         },
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One round of `noop` mode: both queues with one process, then with two."""
+
+    one: PhaseResult
+    queue_one: QueueResult
+    two: PhaseResult
+    queue_two: QueueResult
+
+    @property
+    def correct(self) -> bool:
+        phases = (self.one, self.queue_one, self.two, self.queue_two)
+        return not any(p.checks.problems for p in phases)
+
+
+def rounds_summary(rounds: list[Round]) -> dict[str, Any]:
+    """Every round's jobs/s and pickup p99 of both queues, and their medians, which judge
+    the target (as plain data, part of `--json`)."""
+
+    def sides(appforge: PhaseResult, other: QueueResult) -> dict[str, float]:
+        return {
+            "appforge_jobs_per_s": appforge.deployments_per_s,
+            "procrastinate_jobs_per_s": other.jobs_per_s,
+            "ratio": appforge.deployments_per_s / other.jobs_per_s if other.jobs_per_s else 0.0,
+            "appforge_pickup_p99_ms": appforge.claim.p99_ms,
+            "procrastinate_pickup_p99_ms": other.pickup.p99_ms,
+        }
+
+    per_round = [
+        {"one_process": sides(r.one, r.queue_one), "two_processes": sides(r.two, r.queue_two)}
+        for r in rounds
+    ]
+    medians: dict[str, Any] = {}
+    for key in ("one_process", "two_processes"):
+        columns = per_round[0][key].keys()
+        median = {c: statistics.median(r[key][c] for r in per_round) for c in columns}
+        median["target_met"] = median["ratio"] >= TARGET_RATIO and (
+            median["appforge_pickup_p99_ms"] <= median["procrastinate_pickup_p99_ms"]
+        )
+        medians[key] = median
+    return {"rounds": {"each": per_round, "median": medians}}
+
+
+def render_rounds(result: dict[str, Any]) -> list[str]:
+    """The rounds, one line each per process count, and the medians."""
+    rounds = result["rounds"]
+    lines = [
+        "",
+        "rounds (alternating; the medians judge the target): jobs/s appforge / procrastinate"
+        " = ratio, pickup p99 ms appforge / procrastinate",
+    ]
+    for key, label in (("one_process", "1 process"), ("two_processes", "2 procs")):
+        for n, r in enumerate(rounds["each"], start=1):
+            lines.append(f"  {label:10}round {n}  {_round_line(r[key])}")
+        m = rounds["median"][key]
+        verdict = "met" if m["target_met"] else "missed"
+        lines.append(f"  {label:10}median   {_round_line(m)}   target {verdict}")
+    return lines
+
+
+def _round_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['appforge_jobs_per_s']:7.1f} / {r['procrastinate_jobs_per_s']:7.1f} = "
+        f"{r['ratio']:.2f}x   {r['appforge_pickup_p99_ms']:7.1f} / "
+        f"{r['procrastinate_pickup_p99_ms']:7.1f}"
+    )
 
 
 def _pct(values: list[float]) -> str:
@@ -168,4 +237,6 @@ def render_comparison(result: dict[str, Any]) -> list[str]:
         "`deferred`\nevent -> the `started` event. Both queues get the jobs faster than they "
         "run them, so\nwhile the load lasts pickup is mostly the wait in the queue."
     )
+    if "rounds" in result:
+        lines += render_rounds(result)
     return lines

@@ -14,7 +14,8 @@ MODES: tuple[Mode, ...] = ("local", "noop")
 class BenchConfig:
     """One run's parameters, from the command line. `mode`: `local` deploys `files` files to
     the local target; `noop` deploys one file to the noop target and runs procrastinate's
-    no-op jobs beside it, its workers polling every `procrastinate_poll_interval` seconds."""
+    no-op jobs beside it, its workers polling every `procrastinate_poll_interval` seconds,
+    `rounds` times over (the medians judge the target: on a shared VM one round is noise)."""
 
     mode: Mode
     deployments: int
@@ -27,3 +28,4 @@ class BenchConfig:
     redis_url: str
     procrastinate_poll_interval: float
     py_spy: Path | None
+    rounds: int = 1
