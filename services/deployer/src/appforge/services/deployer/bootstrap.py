@@ -30,7 +30,7 @@ from appforge.services.deployer.targets.base import Target
 from appforge.services.deployer.targets.local import DeployHttpServer, LocalTarget
 from appforge.services.deployer.targets.noop import NoopTarget
 from appforge.services.deployer.timing import Timer, WallTimer
-from appforge.services.deployer.worker import DeploymentWorker, listen_for_jobs
+from appforge.services.deployer.worker import DeploymentWorker, IdleWorkers, listen_for_jobs
 
 
 @dataclass(kw_only=True)
@@ -153,6 +153,7 @@ def build_deployer(
     targets = targets if targets is not None else build_targets(deploy, settings.data_dir)
     stores = DeployerStores.over(engine, hot_pool_size=hot_share or None)
     wake = asyncio.Event()
+    idle = IdleWorkers()
     service = DeployerService(
         stores.deployments,
         bus,
@@ -161,6 +162,7 @@ def build_deployer(
         deploy,
         wake_workers=wake,
         available_targets=list(targets),
+        idle_workers=idle,
     )
     deliverer = NoticeDeliverer(
         outbox=stores.outbox,
@@ -180,6 +182,7 @@ def build_deployer(
             wake=wake,
             on_change=service.changed,
             notices=deliverer,  # a success's notice goes straight to this process's deliverer
+            idle=idle,
         )
         for n in range(deploy.workers)
     ]

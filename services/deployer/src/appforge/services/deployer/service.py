@@ -20,6 +20,7 @@ from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.domain import TARGETS, Deployment, DeployRequest, Policy
 from appforge.services.deployer.settings import DeploySettings
 from appforge.services.deployer.store import DeploymentStore
+from appforge.services.deployer.worker import IdleWorkers
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -51,6 +52,7 @@ class DeployerService:
         *,
         wake_workers: asyncio.Event,
         available_targets: Sequence[str],
+        idle_workers: IdleWorkers | None = None,
         artifact_limits: ArtifactLimits | None = None,
     ) -> None:
         self.store = store
@@ -59,6 +61,7 @@ class DeployerService:
         self.settings = settings
         self.config = deploy
         self.wake_workers = wake_workers
+        self.idle_workers = idle_workers
         self.available_targets = tuple(available_targets)
         self.artifact_limits = artifact_limits or ArtifactLimits()
 
@@ -116,7 +119,9 @@ class DeployerService:
                 files=len(files),
             )
             self.wake_workers.set()
-            await self._publish(keys.deployer_jobs_channel(), deployment.id)  # the others
+            if self.idle_workers is None or not self.idle_workers.count:
+                # No worker here is free to take it: wake the other replicas'.
+                await self._publish(keys.deployer_jobs_channel(), deployment.id)
             await self.changed(deployment.id)
         return deployment
 

@@ -47,6 +47,18 @@ NOTICE_HOLD = 30.0
 OnChange = Callable[[str], Awaitable[None]]
 
 
+class IdleWorkers:
+    """This process's idle workers. One at a time waits for a wake-up or its poll (the
+    others queue behind it for their turn), so one Deploy wakes one claim, not a claim by
+    every idle worker; a worker that claimed something wakes the next, in case there is
+    more. `count` says whether any worker here is idle: a Deploy this process queued then
+    needs no other replica woken."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Lock()
+        self.count = 0
+
+
 class Notices(Protocol):
     """Where a worker says a deployment's end has a notice for chat."""
 
@@ -79,10 +91,12 @@ class DeploymentWorker:
         wake: asyncio.Event,
         on_change: OnChange,
         notices: Notices | None = None,
+        idle: IdleWorkers | None = None,
     ) -> None:
         """`notices`: this process's deliverer. With one, a success's notice is queued held
         for it and handed to it at once; without, notices are queued due for any deliverer
-        to find."""
+        to find. `idle`: shared by the process's workers (without, each waits on `wake`
+        on its own, and a wake-up wakes every idle one)."""
         self.worker_id = worker_id
         self.store = store
         self.targets = targets
@@ -91,6 +105,7 @@ class DeploymentWorker:
         self.wake = wake
         self.on_change = on_change
         self.notices = notices
+        self.idle = idle
 
     async def run(self) -> None:
         """Work until cancelled."""
@@ -109,6 +124,8 @@ class DeploymentWorker:
                 continue
             match claimed:
                 case Claim():
+                    if self.idle is not None and self.idle.count:
+                        self.wake.set()  # there may be more: the next idle worker looks
                     # A success claims the next deployment in the same statement.
                     chained: Claim | None = claimed
                     while chained is not None:
@@ -134,8 +151,16 @@ class DeploymentWorker:
                     assert_never(claimed)
 
     async def _idle(self, since_us: int) -> None:
-        poll_us = int(self.config.poll_interval * US)
-        await wait_for_event(self.wake, self.clock, since_us + poll_us)
+        until_us = since_us + int(self.config.poll_interval * US)
+        if self.idle is None:
+            await wait_for_event(self.wake, self.clock, until_us)
+            return
+        self.idle.count += 1
+        try:
+            async with self.idle.turn:
+                await wait_for_event(self.wake, self.clock, until_us)
+        finally:
+            self.idle.count -= 1
 
     async def attempt(self, claim: Claim) -> Claim | None:
         """Run one attempt and record its outcome; the next deployment when recording a
