@@ -151,14 +151,17 @@ class DeploymentWorker:
                     assert_never(claimed)
 
     async def _idle(self, since_us: int) -> None:
-        until_us = since_us + int(self.config.poll_interval * US)
+        poll_us = int(self.config.poll_interval * US)
         if self.idle is None:
-            await wait_for_event(self.wake, self.clock, until_us)
+            await wait_for_event(self.wake, self.clock, since_us + poll_us)
             return
         self.idle.count += 1
         try:
             async with self.idle.turn:
-                await wait_for_event(self.wake, self.clock, until_us)
+                # The poll counts from when this worker's turn came: the process's idle
+                # workers poll once a period between them, not once each.
+                turn_us = max(since_us, self.clock.now_us())
+                await wait_for_event(self.wake, self.clock, turn_us + poll_us)
         finally:
             self.idle.count -= 1
 

@@ -5,6 +5,7 @@ deployer's own asyncpg pool (`common.pg_hot`) in autocommit, so each is one roun
   `app_version_id` is queued already (then the store reads the one there);
 - `CLAIM`: the head of the queue (`FOR UPDATE SKIP LOCKED`) leased, its attempt row
   written, and its files read (by path);
+- `LEASE_EXPIRED`: whether any worker's lease ran out (taking one over is a transaction);
 - `HEARTBEAT`: the lease extended, if this worker still holds it;
 - `SUCCEED`: under the deployment's lock, if the lease is still ours, the attempt ended, the
   deployment SUCCEEDED with its URL and its notice queued in the outbox;
@@ -252,6 +253,15 @@ def _succeed_and_claim() -> Prepared:
     )
 
 
+# Whether any lease has expired (the partial index of running deployments): the look for
+# lost leases, in its usual answer (none), without a transaction.
+LEASE_EXPIRED = Prepared.of(
+    sa.select(deployments.c.id)
+    .where(
+        deployments.c.status == _RUNNING, deployments.c.lease_expires_us < sa.bindparam("now_us")
+    )
+    .limit(1)
+)
 HEARTBEAT = Prepared.of(
     deployments.update()
     .where(
