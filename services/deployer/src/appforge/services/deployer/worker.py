@@ -128,8 +128,16 @@ class DeploymentWorker:
                         self.wake.set()  # there may be more: the next idle worker looks
                     # A success claims the next deployment in the same statement.
                     chained: Claim | None = claimed
-                    while chained is not None:
-                        chained = await self.attempt(chained)
+                    try:
+                        while chained is not None:
+                            chained = await self.attempt(chained)
+                    except Exception as exc:  # its end not recorded: the database may be down
+                        # The lease runs out and the deployment is taken over (its attempt
+                        # LOST, then retried); this worker goes on once it can.
+                        log.warning(
+                            "attempt_end_not_recorded", worker=self.worker_id, error=repr(exc)
+                        )
+                        await self._idle(self.clock.now_us())
                 case Recovered():
                     log.warning(
                         "lease_taken_over",
