@@ -107,23 +107,30 @@ class HotPool:
 @dataclass(frozen=True)
 class Prepared:
     """A Core statement as PostgreSQL (asyncpg) runs it: its SQL, and its parameters' names
-    in the order of `$1, $2, …` with the values it was built with."""
+    in the order of `$1, $2, …` with the values it was built with. `statement` is the Core
+    statement itself, for a backend without the hot path to run with the same values (where
+    it uses nothing PostgreSQL's own)."""
 
     sql: str
     names: tuple[str, ...]
     built_with: Mapping[str, Any]
+    statement: sa.Executable
 
     @classmethod
-    def of(cls, statement: sa.ClauseElement) -> Prepared:
+    def of(cls, statement: sa.Executable) -> Prepared:
+        assert isinstance(statement, sa.ClauseElement)
         compiled = statement.compile(dialect=_DIALECT)
         assert isinstance(compiled, SQLCompiler)
-        return cls(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+        return cls(
+            str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params), statement
+        )
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
-        unknown = set(values) - set(self.names)
-        if unknown:
-            raise KeyError(f"the statement has no parameter {sorted(unknown)}")
-        return [values[name] if name in values else self.built_with[name] for name in self.names]
+        if not values.keys() <= self.built_with.keys():  # a misspelt name would go unset
+            unknown = sorted(values.keys() - self.built_with.keys())
+            raise KeyError(f"the statement has no parameter {unknown}")
+        merged = {**self.built_with, **values}
+        return [merged[name] for name in self.names]
 
 
 class Row:

@@ -126,7 +126,7 @@ class AttemptStore:
             row = await self.hot.fetchrow(
                 pg_steps.SUCCEED_AND_CLAIM,
                 **success.values,
-                lease_expires_us=now_us + int(lease * US),
+                lease_until_us=now_us + int(lease * US),
             )
         assert row is not None  # one row, always
         finished = success.recorded(row.finished_id is not None)
@@ -141,7 +141,7 @@ class AttemptStore:
                 pg_steps.CLAIM,
                 worker_id=worker_id,
                 now_us=now_us,
-                lease_expires_us=now_us + int(lease * US),
+                lease_until_us=now_us + int(lease * US),
             )
         return None if row is None else _claim_from_row(row, now_us)
 
@@ -269,29 +269,17 @@ class AttemptStore:
         self, deployment_id: str, worker_id: str, lease: float, now_us: int
     ) -> LeaseState:
         """Extend the lease by `lease` seconds from now, if this worker still holds it."""
-        until_us = now_us + int(lease * US)
+        values = {
+            "deployment_id": deployment_id,
+            "worker_id": worker_id,
+            "lease_until_us": now_us + int(lease * US),
+        }
         async with translate_errors("extending a lease"):
             if self.hot is not None:
-                row: Any = await self.hot.fetchrow(
-                    pg_steps.HEARTBEAT,
-                    deployment_id=deployment_id,
-                    worker_id=worker_id,
-                    lease_expires_us=until_us,
-                )
+                row: Any = await self.hot.fetchrow(pg_steps.HEARTBEAT, **values)
             else:
                 async with self.engine.begin() as conn:
-                    row = (
-                        await conn.execute(
-                            deployments.update()
-                            .where(
-                                deployments.c.id == deployment_id,
-                                deployments.c.lease_owner == worker_id,
-                                deployments.c.status == int(DeploymentStatus.RUNNING),
-                            )
-                            .values(lease_expires_us=until_us)
-                            .returning(deployments.c.cancel_requested)
-                        )
-                    ).first()
+                    row = (await conn.execute(pg_steps.HEARTBEAT.statement, values)).first()
         if row is None:
             return LeaseState.LOST
         return LeaseState.CANCEL_REQUESTED if row.cancel_requested else LeaseState.HELD

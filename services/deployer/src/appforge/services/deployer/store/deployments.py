@@ -18,7 +18,11 @@ from appforge.services.deployer.domain import (
     NextStep,
 )
 from appforge.services.deployer.store import pg_steps
-from appforge.services.deployer.store.rows import deployment_from_row, for_update
+from appforge.services.deployer.store.rows import (
+    deployment_from_row,
+    for_update,
+    new_deployment_row,
+)
 from appforge.services.deployer.store.transitions import move_on
 from appforge.services.deployer.tables import attempts, deployments, files
 
@@ -34,29 +38,12 @@ class DeploymentStore:
         """Store the artifact and queue the deployment; idempotent by app_version_id."""
         if self.hot is not None:
             return await self._create_in_one(self.hot, request, now_us)
-        policy = request.policy
         deployment_id = str(uuid.uuid4())
         async with translate_errors("creating a deployment"), self.engine.begin() as conn:
             inserted = (
                 await conn.execute(
                     upsert_insert(self.engine, deployments)
-                    .values(
-                        id=deployment_id,
-                        app_id=request.app_id,
-                        app_version_id=request.app_version_id,
-                        execution_id=request.execution_id,
-                        target=request.target,
-                        status=int(DeploymentStatus.QUEUED),
-                        attempt_timeout=policy.attempt_timeout,
-                        max_attempts=policy.max_attempts,
-                        initial_backoff=policy.initial_backoff,
-                        max_backoff=policy.max_backoff,
-                        overall_deadline=policy.overall_deadline,
-                        attempts_made=0,
-                        next_attempt_us=now_us,
-                        created_us=now_us,
-                        updated_us=now_us,
-                    )
+                    .values(new_deployment_row(request, deployment_id, now_us))
                     .on_conflict_do_nothing(index_elements=["app_version_id"])
                     .returning(*deployments.c)  # the new row as stored: not read again
                 )
@@ -74,7 +61,6 @@ class DeploymentStore:
                         for path, content, content_type in request.files
                     ],
                 )
-            if inserted is not None:
                 return Enqueued(deployment=deployment_from_row(inserted), created=True)
             existing = await self._read(conn, app_version_id=request.app_version_id)
         return _queued_already(request, existing)
@@ -82,25 +68,10 @@ class DeploymentStore:
     async def _create_in_one(self, hot: HotPool, request: DeployRequest, now_us: int) -> Enqueued:
         """`create` in one statement: the deployment and its files, or nothing when the
         version is queued already (then read as it is)."""
-        policy = request.policy
         async with translate_errors("creating a deployment"):
             inserted = await hot.fetchrow(
                 pg_steps.CREATE,
-                id=str(uuid.uuid4()),
-                app_id=request.app_id,
-                app_version_id=request.app_version_id,
-                execution_id=request.execution_id,
-                target=request.target,
-                status=int(DeploymentStatus.QUEUED),
-                attempt_timeout=policy.attempt_timeout,
-                max_attempts=policy.max_attempts,
-                initial_backoff=policy.initial_backoff,
-                max_backoff=policy.max_backoff,
-                overall_deadline=policy.overall_deadline,
-                attempts_made=0,
-                next_attempt_us=now_us,
-                created_us=now_us,
-                updated_us=now_us,
+                **new_deployment_row(request, str(uuid.uuid4()), now_us),
                 paths=[path for path, _, _ in request.files],
                 contents=[content for _, content, _ in request.files],
                 content_types=[content_type for _, _, content_type in request.files],

@@ -101,19 +101,10 @@ class NoticeOutbox:
 
     async def notice_failed(self, deployment_id: str, error: str, next_try_us: int) -> None:
         """Chat did not take it: count the try and hold the notice until `next_try_us`."""
-        error = error[:4000]
+        values = {"of_deployment": deployment_id, "error": error[:4000], "retry_at_us": next_try_us}
         async with translate_errors("updating the outbox"):
             if self.hot is not None:
-                await self.hot.fetch(
-                    pg_steps.NOTICE_FAILED,
-                    deployment_id=deployment_id,
-                    error=error,
-                    next_try_us=next_try_us,
-                )
+                await self.hot.fetch(pg_steps.NOTICE_FAILED, **values)
                 return
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    outbox.update()
-                    .where(outbox.c.deployment_id == deployment_id)
-                    .values(next_try_us=next_try_us, tries=outbox.c.tries + 1, last_error=error)
-                )
+                await conn.execute(pg_steps.NOTICE_FAILED.statement, values)

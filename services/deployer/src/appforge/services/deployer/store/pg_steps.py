@@ -14,7 +14,8 @@ deployer's own asyncpg pool (`common.pg_hot`) in autocommit, so each is one roun
   of the outbox.
 
 SQLite runs the same steps as transactions of several statements (`attempts.py`,
-`deployments.py`, `outbox.py`); the tests run both.
+`deployments.py`, `outbox.py`), and `HEARTBEAT` and `NOTICE_FAILED`, which use nothing
+PostgreSQL's own, as their Core statements; the tests run both.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.dialects import postgresql
 
 from appforge.services.common.pg_hot import Prepared
 from appforge.services.deployer.domain import AttemptOutcome, DeploymentStatus
+from appforge.services.deployer.store.rows import NEW_DEPLOYMENT_COLUMNS
 from appforge.services.deployer.tables import attempts, deployments, files, outbox
 
 _RUNNING = int(DeploymentStatus.RUNNING)
@@ -41,26 +43,9 @@ def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
 
 
 def _create() -> Prepared:
-    columns = [
-        "id",
-        "app_id",
-        "app_version_id",
-        "execution_id",
-        "target",
-        "status",
-        "attempt_timeout",
-        "max_attempts",
-        "initial_backoff",
-        "max_backoff",
-        "overall_deadline",
-        "attempts_made",
-        "next_attempt_us",
-        "created_us",
-        "updated_us",
-    ]
     inserted = (
         postgresql.insert(deployments)
-        .values({name: _param(name, deployments.c[name]) for name in columns})
+        .values({name: _param(name, deployments.c[name]) for name in NEW_DEPLOYMENT_COLUMNS})
         .on_conflict_do_nothing(index_elements=["app_version_id"])
         .returning(*deployments.c)
         .cte("inserted")
@@ -113,7 +98,7 @@ def _claiming() -> _Claiming:
             status=_RUNNING,
             attempts_made=deployments.c.attempts_made + 1,
             lease_owner=_param("worker_id", deployments.c.lease_owner),
-            lease_expires_us=_param("lease_expires_us", deployments.c.lease_expires_us),
+            lease_expires_us=_param("lease_until_us", deployments.c.lease_expires_us),
             updated_us=_param("now_us", deployments.c.updated_us),
         )
         .returning(*deployments.c)
@@ -269,7 +254,7 @@ HEARTBEAT = Prepared.of(
         deployments.c.lease_owner == sa.bindparam("worker_id"),
         deployments.c.status == _RUNNING,
     )
-    .values(lease_expires_us=_param("lease_expires_us", deployments.c.lease_expires_us))
+    .values(lease_expires_us=_param("lease_until_us", deployments.c.lease_expires_us))
     .returning(deployments.c.cancel_requested)
 )
 CLAIM_NOTICES = Prepared.of(
@@ -308,9 +293,11 @@ NOTICES_DELIVERED = Prepared.of(
 )
 NOTICE_FAILED = Prepared.of(
     outbox.update()
-    .where(outbox.c.deployment_id == sa.bindparam("deployment_id"))
+    # Parameters not named as columns: SQLite runs this statement too, and SQLAlchemy keeps
+    # column names for its own SET parameters.
+    .where(outbox.c.deployment_id == sa.bindparam("of_deployment"))
     .values(
-        next_try_us=_param("next_try_us", outbox.c.next_try_us),
+        next_try_us=_param("retry_at_us", outbox.c.next_try_us),
         tries=outbox.c.tries + 1,
         last_error=_param("error", outbox.c.last_error),
     )

@@ -17,12 +17,53 @@ from appforge.services.deployer.domain import (
     AttemptOutcome,
     Deployment,
     DeploymentStatus,
+    DeployRequest,
     Notice,
     PendingNotice,
     Policy,
 )
 
 WAITING = (int(DeploymentStatus.QUEUED), int(DeploymentStatus.RETRY_WAIT))
+# The columns a Deploy writes (`new_deployment_row`); the others keep their defaults.
+NEW_DEPLOYMENT_COLUMNS = (
+    "id",
+    "app_id",
+    "app_version_id",
+    "execution_id",
+    "target",
+    "status",
+    "attempt_timeout",
+    "max_attempts",
+    "initial_backoff",
+    "max_backoff",
+    "overall_deadline",
+    "attempts_made",
+    "next_attempt_us",
+    "created_us",
+    "updated_us",
+)
+
+
+def new_deployment_row(request: DeployRequest, deployment_id: str, now_us: int) -> dict[str, Any]:
+    """The row a Deploy queues: QUEUED, due now, with the request's policy."""
+    policy = request.policy
+    return {
+        "id": deployment_id,
+        "app_id": request.app_id,
+        "app_version_id": request.app_version_id,
+        "execution_id": request.execution_id,
+        "target": request.target,
+        "status": int(DeploymentStatus.QUEUED),
+        "attempt_timeout": policy.attempt_timeout,
+        "max_attempts": policy.max_attempts,
+        "initial_backoff": policy.initial_backoff,
+        "max_backoff": policy.max_backoff,
+        "overall_deadline": policy.overall_deadline,
+        "attempts_made": 0,
+        "next_attempt_us": now_us,
+        "created_us": now_us,
+        "updated_us": now_us,
+    }
 
 
 def deployment_from_row(row: Any, attempt_rows: Sequence[Any] = ()) -> Deployment:
