@@ -20,6 +20,7 @@ from appforge.services.deployer.domain import (
     AttemptOutcome,
     AttemptRecorded,
     Claim,
+    DeploymentStatus,
     LeaseLost,
     LeaseState,
     NothingDue,
@@ -126,18 +127,7 @@ class DeploymentWorker:
                 case Claim():
                     if self.idle is not None and self.idle.count:
                         self.wake.set()  # there may be more: the next idle worker looks
-                    # A success claims the next deployment in the same statement.
-                    chained: Claim | None = claimed
-                    try:
-                        while chained is not None:
-                            chained = await self.attempt(chained)
-                    except Exception as exc:  # its end not recorded: the database may be down
-                        # The lease runs out and the deployment is taken over (its attempt
-                        # LOST, then retried); this worker goes on once it can.
-                        log.warning(
-                            "attempt_end_not_recorded", worker=self.worker_id, error=repr(exc)
-                        )
-                        await self._idle(self.clock.now_us())
+                    await self._work_from(claimed)
                 case Recovered():
                     log.warning(
                         "lease_taken_over",
@@ -150,13 +140,34 @@ class DeploymentWorker:
                     DEPLOY_ATTEMPTS.labels(AttemptOutcome.LOST.name.lower()).inc()
                     if claimed.status.terminal:
                         DEPLOYMENTS.labels(claimed.status.name.lower()).inc()
-                        if self.notices is not None:
-                            self.notices.due()
+                    self._notice_of(claimed.status, None)
                     await self.on_change(claimed.deployment_id)
                 case NothingDue():
                     await self._idle(now_us)
                 case _:
                     assert_never(claimed)
+
+    async def _work_from(self, claim: Claim) -> None:
+        """Attempt `claim`, then each deployment a success claimed with it."""
+        chained: Claim | None = claim
+        try:
+            while chained is not None:
+                chained = await self.attempt(chained)
+        except Exception as exc:  # an end not recorded: the database may be down
+            # The lease runs out and the deployment is taken over (its attempt LOST, then
+            # retried); this worker goes on once it can.
+            log.warning("attempt_end_not_recorded", worker=self.worker_id, error=repr(exc))
+            await self._idle(self.clock.now_us())
+
+    def _notice_of(self, status: DeploymentStatus, held: PendingNotice | None) -> None:
+        """Tell the deliverer of a deployment's end: the notice held for it, or that one
+        is due (any end but a success on PostgreSQL)."""
+        if self.notices is None or not status.terminal:
+            return
+        if held is not None:
+            self.notices.deliver(held)
+        else:
+            self.notices.due()
 
     async def _idle(self, since_us: int) -> None:
         poll_us = int(self.config.poll_interval * US)
@@ -218,10 +229,7 @@ class DeploymentWorker:
                 log.warning("attempt_result_discarded_lease_lost", **fields)
                 return chained
             case AttemptRecorded(status=finished):
-                if self.notices is not None and recorded.notice is not None:
-                    self.notices.deliver(recorded.notice)
-                elif self.notices is not None and finished.terminal:
-                    self.notices.due()
+                self._notice_of(finished, recorded.notice)
             case _:
                 assert_never(recorded)
         log.info(
