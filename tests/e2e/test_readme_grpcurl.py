@@ -134,12 +134,18 @@ def _require_tools(env: dict[str, str]) -> None:
 def _exported(command: Command, cwd: Path, env: dict[str, str]) -> None:
     """Runs `export NAME=...` and keeps NAME for the commands after it."""
     name = command.text.removeprefix("export ").split("=", 1)[0]
-    shell = Shell(f'{command.text}\nprintf %s "${name}"', cwd=cwd, env=env)
-    assert shell.wait_until(lambda _: False) and shell.process.returncode == 0, shell.lines()
-    shell.interrupt()
-    value = "\n".join(shell.lines())
-    assert value.strip(), f"`{command.text}` set {name} to nothing"
-    env[name] = value
+    done = subprocess.run(
+        ["bash", "-c", f'{command.text}\nprintf %s "${name}"'],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip(), f"`{command.text}` set {name} to nothing: {done.stderr}"
+    env[name] = done.stdout
 
 
 def _answered(expected: Sequence[str], bindings: Bindings) -> Callable[[list[str]], bool]:

@@ -364,15 +364,42 @@ async def test_a_notice_waits_for_chat_to_come_back(
     assert len([n for n in chat.received if n["deployment_id"] == deployment.id]) == 1
 
 
+async def _head_claimed(
+    stores: DeployerStores, now_us: int, queued: int = 1
+) -> tuple[Claim, list[Deployment]]:
+    """`queued` new deployments due long before anything else in the queue (so, in order,
+    its head), and worker w1's claim of the first."""
+    heads = [
+        (await stores.deployments.create(_request(), LONG_AGO_US + n)).deployment
+        for n in range(queued)
+    ]
+    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
+    assert isinstance(claim, Claim) and claim.deployment.id == heads[0].id
+    return claim, heads
+
+
+async def _succeeded_held(
+    stores: DeployerStores, claim: Claim, now_us: int, url: str = "u"
+) -> AttemptRecorded:
+    """w1's success of `claim`, its notice held 30 s for w1's process."""
+    recorded = await stores.attempts.finish_attempt(
+        claim,
+        "w1",
+        outcome=AttemptOutcome.SUCCEEDED,
+        error="",
+        url=url,
+        now_us=now_us,
+        hold_notice=30,
+    )
+    assert isinstance(recorded, AttemptRecorded)
+    return recorded
+
+
 async def test_recording_a_success_claims_the_next_deployment_in_the_same_step(
     stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
 ) -> None:
     now_us = timer.now_us()
-    # Due long before anything else in the queue, so these two are its head, in order.
-    first = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
-    second = (await stores.deployments.create(_request(), LONG_AGO_US + 1)).deployment
-    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
-    assert isinstance(claim, Claim) and claim.deployment.id == first.id
+    claim, (first, second) = await _head_claimed(stores, now_us, queued=2)
     assert claim.files == (
         ArtifactFile(path="index.html", content=b"<html></html>", content_type="text/html"),
     )
@@ -403,17 +430,14 @@ async def test_recording_a_success_claims_the_next_deployment_in_the_same_step(
     assert [
         n.notice.metadata["deployment_status"] for n in notices if n.deployment_id == first.id
     ] == ["deployed"]
+    await _settle(stores, second.id)
 
 
 async def test_a_success_whose_lease_was_lost_records_nothing_and_claims_on(
     stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
 ) -> None:
     now_us = timer.now_us()
-    # Due long before anything else in the queue, so these two are its head, in order.
-    first = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
-    second = (await stores.deployments.create(_request(), LONG_AGO_US + 1)).deployment
-    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
-    assert isinstance(claim, Claim) and claim.deployment.id == first.id
+    claim, (first, second) = await _head_claimed(stores, now_us, queued=2)
     async with stores.attempts.engine.begin() as conn:  # another worker took the lease over
         await conn.execute(
             deployments.update().where(deployments.c.id == first.id).values(lease_owner="w2")
@@ -453,24 +477,13 @@ async def test_a_success_notice_held_for_its_worker_is_not_due_for_others_until_
     stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
 ) -> None:
     now_us = timer.now_us()
-    deployment = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
-    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
-    assert isinstance(claim, Claim) and claim.deployment.id == deployment.id
+    claim, (deployment,) = await _head_claimed(stores, now_us)
 
-    recorded = await stores.attempts.finish_attempt(
-        claim,
-        "w1",
-        outcome=AttemptOutcome.SUCCEEDED,
-        error="",
-        url="http://deploy.test/apps/app-1/",
-        now_us=now_us,
-        hold_notice=30,
-    )
+    recorded = await _succeeded_held(stores, claim, now_us)
 
     def mine(notices: Sequence[PendingNotice]) -> list[PendingNotice]:
         return [n for n in notices if n.deployment_id == deployment.id]
 
-    assert isinstance(recorded, AttemptRecorded)
     if backend[0] == "postgres":  # held for this worker's process, which delivers it itself
         assert recorded.notice is not None
         assert recorded.notice.notice.metadata["deployment_status"] == "deployed"
@@ -530,20 +543,8 @@ async def test_a_deliverer_sends_a_handed_notice_at_once_and_records_it(
     stores: DeployerStores, timer: ManualTimer, backend: tuple[str, str, str | None]
 ) -> None:
     now_us = timer.now_us()
-    deployment = (await stores.deployments.create(_request(), LONG_AGO_US)).deployment
-    claim = await stores.attempts.claim("w1", CONFIG.lease, now_us)
-    assert isinstance(claim, Claim) and claim.deployment.id == deployment.id
-    recorded = await stores.attempts.finish_attempt(
-        claim,
-        "w1",
-        outcome=AttemptOutcome.SUCCEEDED,
-        error="",
-        url="u",
-        now_us=now_us,
-        hold_notice=30,
-    )
-    assert isinstance(recorded, AttemptRecorded)
-    notice = recorded.notice
+    claim, (deployment,) = await _head_claimed(stores, now_us)
+    notice = (await _succeeded_held(stores, claim, now_us)).notice
     if backend[0] != "postgres":  # SQLite queued it due: hand over what the poll would find
         assert notice is None
         [notice] = [

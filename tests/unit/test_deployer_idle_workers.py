@@ -4,20 +4,18 @@ the process asks other replicas for help only when none of its workers is idle."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from appforge.services.common import keys
 from appforge.services.common.bus import InProcessBus
 from appforge.services.common.settings import Settings
 from appforge.services.deployer.domain import (
     AttemptRecorded,
-    Claim,
     ClaimResult,
-    Deployment,
     DeploymentStatus,
     NothingDue,
-    Policy,
     WorkerConfig,
 )
 from appforge.services.deployer.service import DeployerService, PolicyOverrides
@@ -26,6 +24,7 @@ from appforge.services.deployer.targets.base import ArtifactFile
 from appforge.services.deployer.targets.noop import NoopTarget
 from appforge.services.deployer.timing import ManualTimer
 from appforge.services.deployer.worker import DeploymentWorker, IdleWorkers
+from tests.unit.deployer_fakes import claim_for
 from tests.unit.test_deployer_noop_target import QueuedDeployments
 
 NOW_US = 1_800_000_000_000_000
@@ -46,22 +45,9 @@ class OneQueue:
             return NothingDue()
         self.due -= 1
         self.claimed.set()
-        deployment = Deployment(
-            id=f"d-{self.claims}",
-            app_id="app-1",
-            app_version_id=f"v-{self.claims}",
-            execution_id="e-1",
-            target="noop",
-            status=DeploymentStatus.RUNNING,
-            policy=Policy(),
-            attempts_made=1,
-            next_attempt_us=now_us,
-            created_us=now_us,
-            updated_us=now_us,
-            lease_owner=worker_id,
-        )
         files = (ArtifactFile(path="index.html", content=b"x", content_type="text/html"),)
-        return Claim(deployment=deployment, attempt=1, deadline_us=now_us + 60_000_000, files=files)
+        n = self.claims
+        return claim_for("noop", now_us, files, deployment_id=f"d-{n}", version=f"v-{n}")
 
     async def heartbeat(self, *_: object) -> Any:
         raise AssertionError("no attempt lasts a heartbeat here")
@@ -91,23 +77,45 @@ def _workers(store: OneQueue, wake: asyncio.Event, idle: IdleWorkers | None) -> 
     ]
 
 
+class CountedWake(asyncio.Event):
+    """A wake-up that knows how many wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def wait(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            return await super().wait()
+        finally:
+            self.waiting -= 1
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    while not done():
+        await asyncio.sleep(0)  # a turn of the loop, not a wait for time
+
+
 async def _claims_for_one_deploy(idle: IdleWorkers | None) -> int:
     """How many claims four idle workers make when one deployment is queued and they are
     woken."""
-    store, wake = OneQueue(), asyncio.Event()
+    store, wake = OneQueue(), CountedWake()
+
+    def all_idle() -> bool:  # every worker back to waiting: on the wake-up, or for its turn
+        if idle is None:
+            return wake.waiting == 4
+        return idle.count == 4 and wake.waiting == 1
+
     tasks = [asyncio.create_task(w.run()) for w in _workers(store, wake, idle)]
     try:
         async with asyncio.timeout(WAIT):
-            while store.claims < 4:  # each looked once at start, found nothing
-                await asyncio.sleep(0)
-            for _ in range(20):  # and all of them are waiting now
-                await asyncio.sleep(0)
+            await _until(all_idle)  # each looked once at start and found nothing
             before = store.claims
             store.due = 1
             wake.set()
             await store.claimed.wait()
-            for _ in range(50):  # let whatever the wake-up set off run out
-                await asyncio.sleep(0)
+            await _until(all_idle)  # whatever the wake-up set off has run out
         return store.claims - before
     finally:
         for task in tasks:

@@ -14,19 +14,13 @@ from appforge.services.deployer.bootstrap import build_targets
 from appforge.services.deployer.content_types import content_type_for
 from appforge.services.deployer.domain import (
     AttemptOutcome,
-    AttemptRecorded,
-    Claim,
-    Deployment,
-    DeploymentStatus,
-    LeaseState,
-    Policy,
     WorkerConfig,
 )
 from appforge.services.deployer.settings import DeploySettings
-from appforge.services.deployer.targets.base import ArtifactFile
 from appforge.services.deployer.targets.local import LocalTarget
 from appforge.services.deployer.timing import ManualTimer
 from appforge.services.deployer.worker import DeploymentWorker
+from tests.unit.deployer_fakes import OneDeployment, claim_for
 from tests.unit.deployer_local_helpers import (
     APP_FILES,
     PUBLIC_URL,
@@ -35,57 +29,6 @@ from tests.unit.deployer_local_helpers import (
     staging_entries,
     version_dir,
 )
-
-
-class OneDeployment:
-    """The worker's store, for one claimed deployment: a lease always held, and the
-    attempt's end as the worker recorded it."""
-
-    def __init__(self) -> None:
-        self.finished: list[tuple[AttemptOutcome, str, str]] = []
-
-    async def heartbeat(self, *_: object) -> LeaseState:
-        return LeaseState.HELD
-
-    async def succeed_and_claim(
-        self, claim: Claim, worker_id: str, *, url: str, **_: object
-    ) -> tuple[AttemptRecorded, None]:
-        self.finished.append((AttemptOutcome.SUCCEEDED, "", url))
-        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED), None
-
-    async def finish_attempt(
-        self,
-        claim: Claim,
-        worker_id: str,
-        *,
-        outcome: AttemptOutcome,
-        error: str,
-        url: str,
-        now_us: int,
-    ) -> AttemptRecorded:
-        self.finished.append((outcome, error, url))
-        succeeded = outcome is AttemptOutcome.SUCCEEDED
-        return AttemptRecorded(
-            status=DeploymentStatus.SUCCEEDED if succeeded else DeploymentStatus.FAILED
-        )
-
-
-def claim_for(target: str, now_us: int, files: tuple[ArtifactFile, ...]) -> Claim:
-    deployment = Deployment(
-        id="d-1",
-        app_id="app-1",
-        app_version_id="v1",
-        execution_id="e-1",
-        target=target,
-        status=DeploymentStatus.RUNNING,
-        policy=Policy(),
-        attempts_made=1,
-        next_attempt_us=now_us,
-        created_us=now_us,
-        updated_us=now_us,
-        lease_owner="w1",
-    )
-    return Claim(deployment=deployment, attempt=1, deadline_us=now_us + 300_000_000, files=files)
 
 
 async def _ignore(_deployment_id: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -20,14 +20,10 @@ from appforge.services.deployer.bootstrap import build_targets
 from appforge.services.deployer.domain import (
     TARGETS,
     AttemptOutcome,
-    AttemptRecorded,
-    Claim,
     Deployment,
     DeploymentStatus,
     DeployRequest,
     Enqueued,
-    LeaseState,
-    Policy,
     WorkerConfig,
 )
 from appforge.services.deployer.grpc_api import DeployerServicer
@@ -37,6 +33,7 @@ from appforge.services.deployer.targets.base import ArtifactFile
 from appforge.services.deployer.targets.noop import NoopTarget
 from appforge.services.deployer.timing import ManualTimer
 from appforge.services.deployer.worker import DeploymentWorker
+from tests.unit.deployer_fakes import OneDeployment, claim_for
 
 WAIT = 5.0  # bound on every wait; the events come in milliseconds
 FILES = (ArtifactFile(path="index.html", content=b"<p>hi</p>", content_type="text/html"),)
@@ -144,29 +141,8 @@ async def test_a_deploy_naming_local_still_goes_to_local(tmp_path: Path) -> None
     assert [r.target for r in store.requests] == ["local"]
 
 
-class OneNoopDeployment:
-    """The worker's store for one claimed noop deployment: a lease always held, and the
-    attempt's end as the worker recorded it."""
-
-    def __init__(self) -> None:
-        self.finished: list[tuple[AttemptOutcome, str, str]] = []
-
-    async def heartbeat(self, *_: object) -> LeaseState:
-        return LeaseState.HELD
-
-    async def succeed_and_claim(
-        self, claim: Claim, worker_id: str, *, url: str, **_: object
-    ) -> tuple[AttemptRecorded, None]:
-        self.finished.append((AttemptOutcome.SUCCEEDED, "", url))
-        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED), None
-
-    async def finish_attempt(self, claim: Claim, worker_id: str, **ended: Any) -> AttemptRecorded:
-        self.finished.append((ended["outcome"], ended["error"], ended["url"]))
-        return AttemptRecorded(status=DeploymentStatus.SUCCEEDED)
-
-
 async def test_a_worker_records_a_noop_attempt_as_succeeded(tmp_path: Path) -> None:
-    store = OneNoopDeployment()
+    store = OneDeployment()
     timer = ManualTimer(NOW_US)  # never moved: the deadline cannot interfere
     changes: list[str] = []
 
@@ -182,21 +158,7 @@ async def test_a_worker_records_a_noop_attempt_as_succeeded(tmp_path: Path) -> N
         wake=asyncio.Event(),
         on_change=on_change,
     )
-    deployment = Deployment(
-        id="d-1",
-        app_id="app-1",
-        app_version_id="v1",
-        execution_id="e-1",
-        target="noop",
-        status=DeploymentStatus.RUNNING,
-        policy=Policy(),
-        attempts_made=1,
-        next_attempt_us=NOW_US,
-        created_us=NOW_US,
-        updated_us=NOW_US,
-        lease_owner="w1",
-    )
-    claim = Claim(deployment=deployment, attempt=1, deadline_us=NOW_US + 300_000_000, files=FILES)
+    claim = claim_for("noop", NOW_US, FILES)
 
     await asyncio.wait_for(worker.attempt(claim), WAIT)
 
