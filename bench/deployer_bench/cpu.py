@@ -37,3 +37,28 @@ def cpu_sample(deployer_pids: Sequence[int | None], chat_pid: int | None) -> Cpu
         machine=machine_ticks(),
         wall_s=time.perf_counter(),
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuUse:
+    """What was used between two samples: per job, in ms, and the event loops' shares."""
+
+    workers_ms: float  # the deployers, or procrastinate's worker processes
+    chat_ms: float
+    postgres_ms: float
+    client_ms: float
+    loop_busy: list[float]  # each worker process's main thread, 1.0 = saturated
+
+    @classmethod
+    def between(cls, before: CpuSample, after: CpuSample, jobs: int) -> CpuUse:
+        n = max(1, jobs)
+        wall_s = max(1e-6, after.wall_s - before.wall_s)
+        return cls(
+            workers_ms=(after.deployers_s - before.deployers_s) * 1000 / n,
+            chat_ms=(after.chat_s - before.chat_s) * 1000 / n,
+            postgres_ms=(after.postgres_s - before.postgres_s) * 1000 / n,
+            client_ms=(after.client_s - before.client_s) * 1000 / n,
+            loop_busy=[
+                (b - a) / wall_s for a, b in zip(before.loops_s, after.loops_s, strict=True)
+            ],
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,36 @@ async def enqueue(
 ) -> EnqueueResult:
     """Send `count` Deploy calls, `concurrency` in flight, round-robin over `stubs`, each to
     `target` (`DEPLOY_TARGET_UNSPECIFIED`: the deployers' default, noop in `noop` mode)."""
+
+    async def deploy(n: int) -> str:
+        version_id = f"{prefix}-v{n:06d}"
+        request = deployer_pb2.DeployRequest(
+            app_id=app_id,
+            app_version_id=version_id,
+            execution_id=f"{prefix}-e{n:06d}",
+            files=artifact.files(version_id),
+            target=target,
+        )
+        await stubs[n % len(stubs)].Deploy(request, timeout=CALL_TIMEOUT_S)
+        return version_id
+
+    def refusal(exc: Exception) -> tuple[str, str] | None:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return exc.code().name, f"{exc.code().name}: {exc.details()}"
+        return None
+
+    return await send_all(count, concurrency, deploy, refusal)
+
+
+async def send_all(
+    count: int,
+    concurrency: int,
+    send: Callable[[int], Awaitable[str]],
+    refusal: Callable[[Exception], tuple[str, str] | None],
+) -> EnqueueResult:
+    """`send(n)` for every n below `count`, `concurrency` at a time; `send` answers the id
+    of what it queued. An error `refusal` names (its kind, its text) is counted; any other
+    is raised."""
     next_n = 0
     done: list[str] = []
     errors: Counter[str] = Counter()
@@ -50,20 +80,14 @@ async def enqueue(
         while next_n < count:
             n = next_n
             next_n += 1
-            version_id = f"{prefix}-v{n:06d}"
-            request = deployer_pb2.DeployRequest(
-                app_id=app_id,
-                app_version_id=version_id,
-                execution_id=f"{prefix}-e{n:06d}",
-                files=artifact.files(version_id),
-                target=target,
-            )
             try:
-                await stubs[n % len(stubs)].Deploy(request, timeout=CALL_TIMEOUT_S)
-                done.append(version_id)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] += 1
-                first_error = first_error or f"{exc.code().name}: {exc.details()}"
+                done.append(await send(n))
+            except Exception as exc:
+                named = refusal(exc)
+                if named is None:
+                    raise
+                errors[named[0]] += 1
+                first_error = first_error or named[1]
 
     started_us = time.time_ns() // 1000
     started = time.perf_counter()

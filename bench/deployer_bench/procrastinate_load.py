@@ -4,41 +4,22 @@ appforge side."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import Counter
-
 import procrastinate
 
-from .load import EnqueueResult
+from .load import EnqueueResult, send_all
 from .procrastinate_app import NOOP_TASK
 
 
 async def defer_jobs(app: procrastinate.App, *, count: int, concurrency: int) -> EnqueueResult:
     """Defer `count` no-op jobs, `concurrency` in flight; `version_ids` are the job ids."""
     task = app.tasks[NOOP_TASK]
-    next_n = 0
-    done: list[str] = []
-    errors: Counter[str] = Counter()
-    first_error = ""
 
-    async def sender() -> None:
-        nonlocal next_n, first_error
-        while next_n < count:
-            next_n += 1
-            try:
-                done.append(str(await task.defer_async()))
-            except procrastinate.exceptions.ProcrastinateException as exc:
-                errors[type(exc).__name__] += 1
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
+    async def defer(_: int) -> str:
+        return str(await task.defer_async())
 
-    started_us = time.time_ns() // 1000
-    started = time.perf_counter()
-    await asyncio.gather(*(sender() for _ in range(concurrency)))
-    return EnqueueResult(
-        version_ids=done,
-        errors=dict(errors),
-        first_error=first_error,
-        started_us=started_us,
-        elapsed_s=time.perf_counter() - started,
-    )
+    def refusal(exc: Exception) -> tuple[str, str] | None:
+        if isinstance(exc, procrastinate.exceptions.ProcrastinateException):
+            return type(exc).__name__, f"{type(exc).__name__}: {exc}"
+        return None
+
+    return await send_all(count, concurrency, defer, refusal)

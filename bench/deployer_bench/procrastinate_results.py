@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 from harness import machine_shares
 
-from .cpu import CpuSample
+from .cpu import CpuSample, CpuUse
 from .load import EnqueueResult
 from .results import Latency
 
@@ -76,8 +76,7 @@ def summarise_queue(
     last_us = max((r["succeeded_us"] for r in ok), default=sent.started_us)
     elapsed_s = max(1e-6, (last_us - sent.started_us) / 1e6)
     started = [r for r in rows if r["started_us"] is not None and r["deferred_us"] is not None]
-    n = max(1, len(ok))
-    wall_s = max(1e-6, after.wall_s - before.wall_s)
+    use = CpuUse.between(before, after, len(ok))
     return QueueResult(
         processes=processes,
         jobs=len(sent.version_ids),
@@ -94,11 +93,11 @@ def summarise_queue(
         ),
         jobs_per_process=per_process,
         cpu_ms_per_job={
-            "workers": (after.deployers_s - before.deployers_s) * 1000 / n,
-            "postgres": (after.postgres_s - before.postgres_s) * 1000 / n,
-            "client": (after.client_s - before.client_s) * 1000 / n,
+            "workers": use.workers_ms,
+            "postgres": use.postgres_ms,
+            "client": use.client_ms,
         },
-        loop_busy=[(b - a) / wall_s for a, b in zip(before.loops_s, after.loops_s, strict=True)],
+        loop_busy=use.loop_busy,
         machine_cpu=machine_shares(before.machine, after.machine),
         checks=check_jobs(rows, len(sent.version_ids)),
     )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import asyncpg
 from harness import BenchError, Child
 
-from .tables import POLL_S, STALL_TIMEOUT_S
+from .tables import POLL_S, check_alive, wait_progress
 
 REGISTER_TIMEOUT_S = 30.0
 
@@ -47,18 +47,12 @@ GROUP BY j.id
 """
 
 
-def _check_alive(children: Sequence[Child]) -> None:
-    for child in children:
-        if child.proc is not None and child.proc.returncode is not None:
-            raise BenchError(f"{child.name} exited with {child.proc.returncode}")
-
-
 async def wait_registered(conn: asyncpg.Connection, children: Sequence[Child]) -> None:
     """Wait (bounded) until every worker process registered in `procrastinate_workers`
     (it does so as it starts, before it fetches or listens)."""
     deadline = time.monotonic() + REGISTER_TIMEOUT_S
     while True:
-        _check_alive(children)
+        check_alive(children)
         if int(await conn.fetchval(WORKERS_SQL)) >= len(children):
             return
         if time.monotonic() > deadline:
@@ -69,22 +63,13 @@ async def wait_registered(conn: asyncpg.Connection, children: Sequence[Child]) -
 async def wait_ended(conn: asyncpg.Connection, expected: int, children: Sequence[Child]) -> int:
     """Poll until `expected` jobs ended; how many succeeded. Fails on a stall or when a
     worker exits."""
-    last_ended, last_change = -1, time.monotonic()
-    while True:
-        _check_alive(children)
+
+    async def progress() -> tuple[int, int]:
         row = await conn.fetchrow(PROGRESS_SQL)
         assert row is not None
-        ended, succeeded = int(row["ended"]), int(row["succeeded"])
-        if ended >= expected:
-            return succeeded
-        if ended != last_ended:
-            last_ended, last_change = ended, time.monotonic()
-        elif time.monotonic() - last_change > STALL_TIMEOUT_S:
-            raise BenchError(
-                f"procrastinate stalled: {ended}/{expected} jobs ended, "
-                f"none in {STALL_TIMEOUT_S:.0f}s"
-            )
-        await asyncio.sleep(POLL_S)
+        return int(row["ended"]), int(row["succeeded"])
+
+    return await wait_progress(progress, expected, children, "procrastinate jobs")
 
 
 async def jobs_per_worker(conn: asyncpg.Connection) -> list[int]:

@@ -11,7 +11,7 @@ import asyncpg
 from harness import machine_shares, percentile
 
 from .checks import Checks
-from .cpu import CpuSample
+from .cpu import CpuSample, CpuUse
 from .load import EnqueueResult
 from .tables import SUCCEEDED
 
@@ -76,14 +76,7 @@ def summarise_phase(
     elapsed_s = max(1e-6, (last_us - sent.started_us) / 1e6)
     claimed = [r for r in rows if r["started_us"] is not None]
     per_pid = Counter(str(r["worker_id"]).split(":")[1] for r in claimed)
-    n = max(1, len(ok))
-    cpu = {
-        "deployers": (after.deployers_s - before.deployers_s) * 1000 / n,
-        "chat": (after.chat_s - before.chat_s) * 1000 / n,
-        "postgres": (after.postgres_s - before.postgres_s) * 1000 / n,
-        "client": (after.client_s - before.client_s) * 1000 / n,
-    }
-    wall_s = max(1e-6, after.wall_s - before.wall_s)
+    use = CpuUse.between(before, after, len(ok))
     return PhaseResult(
         processes=processes,
         deployments=len(sent.version_ids),
@@ -103,8 +96,13 @@ def summarise_phase(
         ),
         end_to_end=Latency.of([r["finished_us"] - r["created_us"] for r in ok]),
         claims_per_process=[per_pid.get(str(pid), 0) for pid in pids],
-        cpu_ms_per_deployment=cpu,
-        loop_busy=[(b - a) / wall_s for a, b in zip(before.loops_s, after.loops_s, strict=True)],
+        cpu_ms_per_deployment={
+            "deployers": use.workers_ms,
+            "chat": use.chat_ms,
+            "postgres": use.postgres_ms,
+            "client": use.client_ms,
+        },
+        loop_busy=use.loop_busy,
         machine_cpu=machine_shares(before.machine, after.machine),
         checks=checks,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -48,28 +48,48 @@ FROM deploy_outbox o WHERE o.app_id = $1
 """
 
 
-async def wait_ended(
-    conn: asyncpg.Connection, app_id: str, expected: int, children: Sequence[Child]
+def check_alive(children: Sequence[Child]) -> None:
+    """Fail when one of the bench's services or workers has exited."""
+    for child in children:
+        if child.proc is not None and child.proc.returncode is not None:
+            raise BenchError(f"{child.name} exited with {child.proc.returncode}")
+
+
+async def wait_progress(
+    progress: Callable[[], Awaitable[tuple[int, int]]],
+    expected: int,
+    children: Sequence[Child],
+    what: str,
 ) -> int:
-    """Poll until `expected` deployments ended; how many succeeded. Fails on a stall or
-    when a deployer exits."""
+    """Poll `progress()` (how many `what` ended, how many succeeded) until `expected` ended;
+    how many succeeded. Fails on a stall or when one of `children` exits."""
     last_ended, last_change = -1, time.monotonic()
     while True:
-        for child in children:
-            if child.proc is not None and child.proc.returncode is not None:
-                raise BenchError(f"{child.name} exited with {child.proc.returncode}")
-        row = await conn.fetchrow(PROGRESS_SQL, app_id, list(TERMINAL), SUCCEEDED)
-        assert row is not None
-        ended, succeeded = int(row["ended"]), int(row["succeeded"])
+        check_alive(children)
+        ended, succeeded = await progress()
         if ended >= expected:
             return succeeded
         if ended != last_ended:
             last_ended, last_change = ended, time.monotonic()
         elif time.monotonic() - last_change > STALL_TIMEOUT_S:
             raise BenchError(
-                f"stalled: {ended}/{expected} deployments ended, none in {STALL_TIMEOUT_S:.0f}s"
+                f"stalled: {ended}/{expected} {what} ended, none in {STALL_TIMEOUT_S:.0f}s"
             )
         await asyncio.sleep(POLL_S)
+
+
+async def wait_ended(
+    conn: asyncpg.Connection, app_id: str, expected: int, children: Sequence[Child]
+) -> int:
+    """Poll until `expected` deployments ended; how many succeeded. Fails on a stall or
+    when a deployer exits."""
+
+    async def progress() -> tuple[int, int]:
+        row = await conn.fetchrow(PROGRESS_SQL, app_id, list(TERMINAL), SUCCEEDED)
+        assert row is not None
+        return int(row["ended"]), int(row["succeeded"])
+
+    return await wait_progress(progress, expected, children, "deployments")
 
 
 async def deployment_rows(conn: asyncpg.Connection, app_id: str) -> list[asyncpg.Record]:
