@@ -157,7 +157,11 @@ async def running_builder(
     """
     settings = Settings(data_dir=tmp, shutdown_grace=0.5)
     engine = db.create_engine(database_url)
-    await migrate.upgrade(engine, installed.histories())
+    try:
+        await migrate.upgrade(engine, installed.histories())
+    except BaseException:
+        await engine.dispose()  # or its connection outlives the test that failed here
+        raise
     sandboxes = tmp / "sandboxes"
     workspaces: dict[str, Workspace] = {}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,8 +56,9 @@ def connection_trouble(exc: BaseException) -> bool:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine for `url`, tuned per backend.
 
-    SQLite: WAL, foreign keys on, and every transaction opened with BEGIN IMMEDIATE so
-    concurrent writers queue on the busy timeout instead of failing on lock upgrades.
+    SQLite: WAL, foreign keys on, every transaction opened with BEGIN IMMEDIATE so
+    concurrent writers queue on the busy timeout instead of failing on lock upgrades, and
+    connections that let go of their locks when closed (`_LockFreeingConnection`).
     """
     parsed = make_url(url)
     if parsed.drivername not in SUPPORTED_DRIVERS:
@@ -64,7 +67,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            connect_args={"factory": _LockFreeingConnection},
+        )
         _tune_sqlite(engine)
         return engine
     # No pre-ping: it costs three round trips per checkout. A dead connection fails its
@@ -73,6 +82,25 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800
     )
+
+
+class _LockFreeingConnection(sqlite3.Connection):
+    """sqlite3's connection, whose close first rolls back a transaction still open.
+
+    A task cancelled inside a transaction (a shutdown, a client gone) leaves SQLAlchemy to
+    close its connection, and a cursor it never exhausted holds a statement unfinalized. A
+    plain close of such a connection is only a "zombie" close (sqlite3_close_v2): the
+    connection, and its write lock, live on until that statement is garbage collected,
+    and every other writer waits out its busy timeout and fails with "database is
+    locked". A rollback aborts the pending statements and ends the transaction, so the
+    lock goes with the close.
+    """
+
+    def close(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+        super().close()
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
