@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 
 # Every member of the workspace, editable, and the dev tools, in one pip command.
 MEMBERS := libs/api services/common services/chat services/builder services/deployer cli
-$(STAMP): requirements.txt requirements-dev.txt $(MEMBERS:%=%/pyproject.toml)
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt $(MEMBERS:%=%/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
 ## run: all three services in one process on the embedded default (SQLite in ./.appforge,

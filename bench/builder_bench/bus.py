@@ -64,5 +64,5 @@ class BusMonitor:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8.2
             await client.aclose()

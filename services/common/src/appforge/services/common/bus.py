@@ -273,7 +273,7 @@ class RedisBus:
             try:
                 async with self._lock:
                     with contextlib.suppress(Exception):
-                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8.2
                     self._pubsub = self._redis.pubsub()
                     channels = self._fanout.channels()
                     if channels:
@@ -294,7 +294,7 @@ class RedisBus:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         with contextlib.suppress(Exception):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8.2
         await self._redis.aclose()
         # Every connection the pool ever handed out, the subscriber's included, closed and
         # waited for: none is left for the garbage collector to find open.
