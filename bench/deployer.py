@@ -65,6 +65,14 @@ pays.
   appforge >= 1.0x procrastinate's jobs/s with a pickup p99 no worse, is printed as met or
   missed; it never changes the exit status.
 
+`--mode wake` measures how soon a Deploy sent to a replica whose workers are all busy
+starts on another one (`deployer_bench/wake.py`): replica A's only worker is held in a
+publish to an S3 endpoint that never answers, replica B starts after it with `--workers`
+workers, both poll every 60 s. `--deployments` noop Deploys go to A one every 20 ms, then as
+many to B itself (the baseline: woken in its own process). Printed: pickup p50/p95/p99/max
+of both, the p99 ratio, and the target (p99 via the busy replica under 100 ms) as met or
+missed. Checked: every one succeeded with one attempt, run on B.
+
 The bench creates a database of its own per configuration (`appforge_bench_<random>`, also
 for procrastinate's) and
 drops it at the end, starts and stops its own processes (killing them by pid on error), and
@@ -77,6 +85,7 @@ Run it from the repository root, in the project's virtualenv, with PostgreSQL an
     python bench/deployer.py --py-spy /tmp/deployer.txt   # also profile the single deployer
     python bench/deployer.py --mode noop              # the queue alone, against procrastinate
     python bench/deployer.py --mode noop --py-spy /tmp/noop.txt  # profile the noop deployer
+    python bench/deployer.py --mode wake --deployments 500   # busy replica -> another one
 
 The exit status is 1 when the bench cannot measure and 3 when a correctness check fails.
 
@@ -111,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "--mode",
         choices=MODES,
         default="local",
-        help="local: publish --files files; noop: the noop target against procrastinate",
+        help="local: publish --files files; noop: the noop target against procrastinate; "
+        "wake: Deploys to a replica whose workers are all busy",
     )
     parser.add_argument("--deployments", type=int, default=1_000, help="per configuration")
     parser.add_argument("--files", type=int, default=20, help="files per deployment")

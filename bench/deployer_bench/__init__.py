@@ -11,6 +11,7 @@ no-op task and the worker processes' entry point), `procrastinate_load` (the def
 `procrastinate_tables` (what the bench reads from procrastinate's tables, and the waits on
 it), `procrastinate_results` (one procrastinate configuration's numbers and checks),
 `procrastinate_phase` (one procrastinate configuration: database, schema, workers, defers)
-and `compare` (the side-by-side). Imported as `deployer_bench` by `bench/deployer.py`, the
+and `compare` (the side-by-side). `--mode wake` is `wake` (a replica whose workers are all
+busy, another that takes its Deploys; its report too). Imported as `deployer_bench` by `bench/deployer.py`, the
 way the benches import `harness`.
 """

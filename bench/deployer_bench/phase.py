@@ -69,6 +69,40 @@ def deployer_child(
     return child, f"127.0.0.1:{port}"
 
 
+async def start_chat(
+    stack: contextlib.AsyncExitStack,
+    config: BenchConfig,
+    dsn: str,
+    root: Path,
+    workdir: Path,
+    tag: str,
+) -> tuple[dict[str, str], Child, str]:
+    """On the fresh database `dsn`: the schema, a running chat and one app made through it.
+    Answers the deployers' environment (chat's address in it), chat and the app's id."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "REDIS_URL": config.redis_url,
+        "APPFORGE_DEPLOY_ROOT": str(root),
+        "APPFORGE_DEPLOY_POLL_INTERVAL": str(config.poll_interval),
+        "APPFORGE_DEPLOY_WORKERS": str(config.workers),
+        "APPFORGE_LOG_LEVEL": "WARNING",
+    }
+    if config.mode != "local":
+        env["APPFORGE_DEPLOY_TARGET"] = "noop"
+    await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
+    chat_port = free_port()
+    chat = Child(
+        f"chat-{tag}",
+        [*appforge_command(), "serve", "chat", "--host", "127.0.0.1", "--port", str(chat_port)],
+        env,
+        workdir / f"chat-{tag}.log",
+    )
+    await stack.enter_async_context(running(chat, f"127.0.0.1:{chat_port}"))
+    app_id = await create_app(f"127.0.0.1:{chat_port}", secrets.token_hex(3))
+    return {**env, "APPFORGE_CHAT_ADDR": f"127.0.0.1:{chat_port}"}, chat, app_id
+
+
 async def run_phase(
     processes: int, config: BenchConfig, artifact: Artifact, workdir: Path
 ) -> PhaseResult:
@@ -77,35 +111,10 @@ async def run_phase(
     root = workdir / f"root-{tag}"
     root.mkdir()
     async with bench_database(config.admin_dsn) as dsn, contextlib.AsyncExitStack() as stack:
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-            "REDIS_URL": config.redis_url,
-            "APPFORGE_DEPLOY_ROOT": str(root),
-            "APPFORGE_DEPLOY_POLL_INTERVAL": str(config.poll_interval),
-            "APPFORGE_DEPLOY_WORKERS": str(config.workers),
-            "APPFORGE_LOG_LEVEL": "WARNING",
-        }
-        if config.mode == "noop":
-            env["APPFORGE_DEPLOY_TARGET"] = "noop"
-        await run_command([*appforge_command(), "migrate"], env, MIGRATE_TIMEOUT_S)
-        chat_port = free_port()
-        chat = Child(
-            f"chat-{tag}",
-            [*appforge_command(), "serve", "chat", "--host", "127.0.0.1", "--port", str(chat_port)],
-            env,
-            workdir / f"chat-{tag}.log",
-        )
-        await stack.enter_async_context(running(chat, f"127.0.0.1:{chat_port}"))
-        app_id = await create_app(f"127.0.0.1:{chat_port}", secrets.token_hex(3))
-
+        env, chat, app_id = await start_chat(stack, config, dsn, root, workdir, tag)
         ports = [(free_port(), free_port()) for _ in range(processes)]
-        env = {
-            **env,
-            "APPFORGE_CHAT_ADDR": f"127.0.0.1:{chat_port}",
-            # Every deployer serves the shared root; the URL names the first one's.
-            "APPFORGE_DEPLOY_PUBLIC_URL": f"http://127.0.0.1:{ports[0][1]}",
-        }
+        # Every deployer serves the shared root; the URL names the first one's.
+        env = {**env, "APPFORGE_DEPLOY_PUBLIC_URL": f"http://127.0.0.1:{ports[0][1]}"}
         children = [
             deployer_child(f"deployer-{tag}-{n}", ports[n], env, workdir) for n in range(processes)
         ]

@@ -13,6 +13,7 @@ from .compare import comparison, render_comparison
 from .config import BenchConfig
 from .procrastinate_results import QueueResult
 from .results import PhaseResult
+from .wake import render_wake
 
 
 def report(
@@ -60,6 +61,8 @@ def _pct(values: Sequence[float]) -> str:
 
 def render_table(result: dict[str, Any]) -> str:
     """The human-readable report."""
+    if result["config"]["mode"] == "wake":
+        return render_wake(result)
     cfg = result["config"]
     phases = [("1 deployer", result["one_process"]), ("2 deployers", result["two_processes"])]
     lines = [

@@ -14,6 +14,7 @@ from .config import BenchConfig
 from .phase import run_phase
 from .procrastinate_phase import run_queue_phase
 from .report import report
+from .wake import run_wake
 
 
 async def run_bench(config: BenchConfig, workdir: Path) -> dict[str, Any]:
@@ -21,6 +22,8 @@ async def run_bench(config: BenchConfig, workdir: Path) -> dict[str, Any]:
     `noop` mode interleaved with procrastinate's (1 deployer, 1 worker process, 2, 2),
     `rounds` times, so a drift of the machine during the run hits both queues alike; the
     detailed tables are the last round's."""
+    if config.mode == "wake":
+        return await run_wake(config, workdir)
     if config.mode == "local":
         artifact = build_artifact(config.files, random.Random(config.seed))
         one = await run_phase(1, config, artifact, workdir)

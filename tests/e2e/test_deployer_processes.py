@@ -18,6 +18,7 @@ from appforge.api.chat.v1 import chat_pb2, chat_pb2_grpc
 from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from appforge.api.flow.v1 import flow_pb2
 from appforge.services.common import db
+from tests.deploy_endpoints import HangingEndpoint
 from tests.e2e.conftest import ServiceProcess, Spawn, free_port
 from tests.helpers import text_item, upsert, watching
 
@@ -212,43 +213,58 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env, pg_url) -
     assert await _stored(pg_url) == before  # nothing half-written
 
 
-async def test_a_deploy_taken_by_a_replica_with_no_free_worker_starts_on_another_at_once(
+async def test_a_deploy_taken_by_a_replica_whose_workers_are_all_busy_starts_on_another(
     spawn: Spawn, deployer_env: Callable[[ServiceProcess], tuple[list[str], dict[str, str]]]
 ) -> None:
-    """Replica A takes the Deploys but runs no worker (APPFORGE_DEPLOY_WORKERS=0, as busy as
-    can be); B's workers would poll only every 60 s. Each deployment starts on B within a
-    bound far below the poll: B was woken through the bus. How soon is measured, not
-    asserted (bench/deployer.py reports it)."""
+    """Replica A takes the Deploys, and its one worker is busy: its publish to S3 hangs on an
+    endpoint that never answers. B's workers would poll only every 60 s. Each deployment
+    starts on B within a bound far below the poll: B was woken through the bus. How soon
+    is measured, not asserted (`bench/deployer.py --mode wake` reports its p99)."""
     chat = await spawn("chat")
     args_a, env_a = deployer_env(chat)
     args_b, env_b = deployer_env(chat)
     slow_poll = {"APPFORGE_DEPLOY_POLL_INTERVAL": "60", "APPFORGE_LOG_LEVEL": "INFO"}
-    taker = await spawn(
-        "deployer", *args_a, env={**env_a, **slow_poll, "APPFORGE_DEPLOY_WORKERS": "0"}
-    )
-    worker = await spawn("deployer", *args_b, env={**env_b, **slow_poll})
-    pickups_ms = []
-    async with (
-        grpc.aio.insecure_channel(chat.address) as chat_channel,
-        grpc.aio.insecure_channel(taker.address) as channel,
-    ):
-        app = await chat_pb2_grpc.ChatServiceStub(chat_channel).CreateApp(
-            chat_pb2.CreateAppRequest(team_id="t", name=f"wake-{uuid.uuid4().hex[:8]}")
+    async with HangingEndpoint() as s3:
+        taker = await spawn(
+            "deployer",
+            *args_a,
+            env={
+                **env_a,
+                **slow_poll,
+                "APPFORGE_DEPLOY_WORKERS": "1",
+                "APPFORGE_S3_ENDPOINT_URL": s3.url,
+                "APPFORGE_S3_BUCKET": "never-answers",
+                "AWS_ACCESS_KEY_ID": "key",
+                "AWS_SECRET_ACCESS_KEY": "secret",
+            },
         )
-        stub = deployer_pb2_grpc.DeployerServiceStub(channel)
-        for _ in range(10):
-            deployment = await stub.Deploy(_request(app.id, str(uuid.uuid4())))
-            async with asyncio.timeout(10):  # the poll would take up to 60 s
-                final = (await _final(stub, deployment.id))[-1]
-            assert final.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
-            [attempt] = final.attempts
-            started = attempt.started_at.ToMicroseconds() - final.created_at.ToMicroseconds()
-            pickups_ms.append(started / 1000)
-    # B ran every attempt, A none.
-    assert "attempt_started" not in taker.log() and "attempt_started" in worker.log()
+        pickups_ms = []
+        async with (
+            grpc.aio.insecure_channel(chat.address) as chat_channel,
+            grpc.aio.insecure_channel(taker.address) as channel,
+        ):
+            app = await chat_pb2_grpc.ChatServiceStub(chat_channel).CreateApp(
+                chat_pb2.CreateAppRequest(team_id="t", name=f"wake-{uuid.uuid4().hex[:8]}")
+            )
+            stub = deployer_pb2_grpc.DeployerServiceStub(channel)
+            stuck = _request(app.id, str(uuid.uuid4()), attempt_timeout=_ms(120_000))
+            stuck.target = deployer_pb2.DEPLOY_TARGET_S3
+            await stub.Deploy(stuck)
+            await s3.wait_accepted(timeout=10)  # A's only worker is in its publish for good
+            # B starts only now, so A's worker, not B's, is the one that took the stuck one.
+            worker = await spawn("deployer", *args_b, env={**env_b, **slow_poll})
+            for _ in range(10):
+                deployment = await stub.Deploy(_request(app.id, str(uuid.uuid4())))
+                async with asyncio.timeout(10):  # the poll would take up to 60 s
+                    final = (await _final(stub, deployment.id))[-1]
+                assert final.status == deployer_pb2.DEPLOYMENT_STATUS_SUCCEEDED
+                [attempt] = final.attempts
+                assert attempt.worker_id.rsplit(":", 2)[1] == str(worker.process.pid), attempt
+                started = attempt.started_at.ToMicroseconds() - final.created_at.ToMicroseconds()
+                pickups_ms.append(started / 1000)
     pickups_ms.sort()
     print(
-        f"Deploy on A -> attempt started on B: "
+        f"Deploy on busy A -> attempt started on B: "
         f"p50 {pickups_ms[4]:.1f} ms, max {pickups_ms[-1]:.1f} ms"
     )
-    assert worker.process.poll() is None
+    assert taker.process.poll() is None and worker.process.poll() is None
