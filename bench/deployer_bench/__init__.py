@@ -12,6 +12,6 @@ no-op task and the worker processes' entry point), `procrastinate_load` (the def
 it), `procrastinate_results` (one procrastinate configuration's numbers and checks),
 `procrastinate_phase` (one procrastinate configuration: database, schema, workers, defers)
 and `compare` (the side-by-side). `--mode wake` is `wake` (a replica whose workers are all
-busy, another that takes its Deploys; its report too). Imported as `deployer_bench` by `bench/deployer.py`, the
-way the benches import `harness`.
+busy, another that takes its Deploys; its report too). Imported as `deployer_bench` by
+`bench/deployer.py`, the way the benches import `harness`.
 """

@@ -36,7 +36,13 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from appforge.cli import installed
 from appforge.services.common import db, migrate, secrets
-from appforge.services.common.settings import DEFAULT_METRICS_PORTS, read_port, read_seconds
+from appforge.services.common.settings import (
+    DEFAULT_METRICS_PORTS,
+    Settings,
+    read_count,
+    read_port,
+    read_seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -49,6 +55,9 @@ ENV_NAME = re.compile(r"APPFORGE_[A-Z0-9_]+|DATABASE_URL|REDIS_URL|(OPENAI|AWS|O
 PLACEHOLDER = "change-me"
 # What the operator creates next to the manifests (README.md in deploy/k8s), not in them.
 EXTERNAL = {("Secret", "appforge-tls")}
+# PostgreSQL's default max_connections (100) less its superuser_reserved_connections (3):
+# what the pods may open on a database left at its defaults.
+POSTGRES_CONNECTIONS = 100 - 3
 APPFORGE = "/opt/appforge/bin/appforge"
 PYTHON = "/opt/appforge/bin/python"
 
@@ -529,16 +538,20 @@ def _autoscaler_problems(deployment: Doc, spec: Doc) -> list[str]:
     return problems
 
 
+def _autoscalers(docs: list[Doc], deployment: Doc) -> list[Doc]:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment"}
+    target["name"] = deployment["metadata"]["name"]
+    return [
+        a for a in _of(docs, "HorizontalPodAutoscaler") if a["spec"]["scaleTargetRef"] == target
+    ]
+
+
 def disruption_problems(docs: list[Doc]) -> list[str]:
     """One PodDisruptionBudget and one CPU autoscaler per Deployment: the autoscaler owns the
     replica count, and evictions always leave a pod serving."""
     problems = []
     for deployment in _of(docs, "Deployment"):
-        target = {"apiVersion": "apps/v1", "kind": "Deployment"}
-        target["name"] = deployment["metadata"]["name"]
-        autoscalers = [
-            a for a in _of(docs, "HorizontalPodAutoscaler") if a["spec"]["scaleTargetRef"] == target
-        ]
+        autoscalers = _autoscalers(docs, deployment)
         if len(autoscalers) != 1:
             problems.append(f"{_name(deployment)}: {len(autoscalers)} autoscalers target it")
             continue
@@ -546,6 +559,29 @@ def disruption_problems(docs: list[Doc]) -> list[str]:
         problems += _autoscaler_problems(deployment, spec)
         budgets = _of(docs, "PodDisruptionBudget")
         problems += _budget_problems(deployment, budgets, spec.get("minReplicas", 1))
+    return problems
+
+
+def connection_problems(docs: list[Doc]) -> list[str]:
+    """With every autoscaler at its maximum, the pods' connection budgets (each process opens
+    at most APPFORGE_DB_POOL_SIZE, all its pools together) and one connection per migration
+    Job fit a PostgreSQL left at its defaults."""
+    problems: list[str] = []
+    parts = []
+    total = jobs = len(_of(docs, "Job"))
+    for deployment, container in _servers(docs, problems):
+        pool = read_count(
+            _environment(docs, container), "APPFORGE_DB_POOL_SIZE", Settings().db_pool_size
+        )
+        for autoscaler in _autoscalers(docs, deployment)[:1]:  # disruption_problems: just one
+            maximum = autoscaler["spec"]["maxReplicas"]
+            total += maximum * pool
+            parts.append(f"{_name(deployment)} {maximum} x {pool}")
+    if total > POSTGRES_CONNECTIONS:
+        problems.append(
+            f"up to {total} PostgreSQL connections ({', '.join(parts)}, {jobs} Jobs), above "
+            f"the {POSTGRES_CONNECTIONS} of a PostgreSQL at its defaults"
+        )
     return problems
 
 
@@ -735,6 +771,7 @@ CHECKS: tuple[Check, ...] = (
     file_problems,
     grace_problems,
     disruption_problems,
+    connection_problems,
     metrics_problems,
     service_problems,
     address_problems,
@@ -925,6 +962,12 @@ BREAKAGES = {
         schema_problems,
         _edit("HorizontalPodAutoscaler", "chat", ("spec", "minReplicas"), "2"),
         variant="tls",
+    ),
+    "more pods than PostgreSQL takes": Breakage(
+        connection_problems, _edit("HorizontalPodAutoscaler", "chat", ("spec", "maxReplicas"), 20)
+    ),
+    "a pool size PostgreSQL cannot take": Breakage(
+        connection_problems, _edit(*CONFIG, ("data", "APPFORGE_DB_POOL_SIZE"), "10")
     ),
     "a namespace": Breakage(
         namespace_problems, _edit("Service", "chat", ("metadata", "namespace"), "x")
