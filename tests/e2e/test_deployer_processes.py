@@ -213,30 +213,33 @@ async def test_bad_deploy_requests_name_the_field(spawn, deployer_env, pg_url) -
     assert await _stored(pg_url) == before  # nothing half-written
 
 
-async def test_a_deploy_taken_by_a_replica_whose_workers_are_all_busy_starts_on_another(
-    spawn: Spawn, deployer_env: Callable[[ServiceProcess], tuple[list[str], dict[str, str]]]
+@pytest.mark.parametrize("taker_workers", ["all busy", "none"])
+async def test_a_deploy_taken_by_a_replica_with_no_free_worker_starts_on_another(
+    spawn: Spawn,
+    deployer_env: Callable[[ServiceProcess], tuple[list[str], dict[str, str]]],
+    taker_workers: str,
 ) -> None:
-    """Replica A takes the Deploys, and its one worker is busy: its publish to S3 hangs on an
-    endpoint that never answers. B's workers would poll only every 60 s. Each deployment
+    """Replica A takes the Deploys and has no free worker: its one worker is busy (its
+    publish to S3 hangs on an endpoint that never answers), or it runs none
+    (APPFORGE_DEPLOY_WORKERS=0). B's workers would poll only every 60 s. Each deployment
     starts on B within a bound far below the poll: B was woken through the bus. How soon
     is measured, not asserted (`bench/deployer.py --mode wake` reports its p99)."""
     chat = await spawn("chat")
     args_a, env_a = deployer_env(chat)
     args_b, env_b = deployer_env(chat)
     slow_poll = {"APPFORGE_DEPLOY_POLL_INTERVAL": "60", "APPFORGE_LOG_LEVEL": "INFO"}
+    busy = taker_workers == "all busy"
     async with HangingEndpoint() as s3:
+        s3_env = {
+            "APPFORGE_S3_ENDPOINT_URL": s3.url,
+            "APPFORGE_S3_BUCKET": "never-answers",
+            "AWS_ACCESS_KEY_ID": "key",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+        }
         taker = await spawn(
             "deployer",
             *args_a,
-            env={
-                **env_a,
-                **slow_poll,
-                "APPFORGE_DEPLOY_WORKERS": "1",
-                "APPFORGE_S3_ENDPOINT_URL": s3.url,
-                "APPFORGE_S3_BUCKET": "never-answers",
-                "AWS_ACCESS_KEY_ID": "key",
-                "AWS_SECRET_ACCESS_KEY": "secret",
-            },
+            env={**env_a, **slow_poll, **s3_env, "APPFORGE_DEPLOY_WORKERS": "1" if busy else "0"},
         )
         pickups_ms = []
         async with (
@@ -247,10 +250,11 @@ async def test_a_deploy_taken_by_a_replica_whose_workers_are_all_busy_starts_on_
                 chat_pb2.CreateAppRequest(team_id="t", name=f"wake-{uuid.uuid4().hex[:8]}")
             )
             stub = deployer_pb2_grpc.DeployerServiceStub(channel)
-            stuck = _request(app.id, str(uuid.uuid4()), attempt_timeout=_ms(120_000))
-            stuck.target = deployer_pb2.DEPLOY_TARGET_S3
-            await stub.Deploy(stuck)
-            await s3.wait_accepted(timeout=10)  # A's only worker is in its publish for good
+            if busy:
+                stuck = _request(app.id, str(uuid.uuid4()), attempt_timeout=_ms(120_000))
+                stuck.target = deployer_pb2.DEPLOY_TARGET_S3
+                await stub.Deploy(stuck)
+                await s3.wait_accepted(timeout=10)  # A's only worker is in its publish for good
             # B starts only now, so A's worker, not B's, is the one that took the stuck one.
             worker = await spawn("deployer", *args_b, env={**env_b, **slow_poll})
             for _ in range(10):
@@ -264,7 +268,7 @@ async def test_a_deploy_taken_by_a_replica_whose_workers_are_all_busy_starts_on_
                 pickups_ms.append(started / 1000)
     pickups_ms.sort()
     print(
-        f"Deploy on busy A -> attempt started on B: "
+        f"Deploy on A ({taker_workers}) -> attempt started on B: "
         f"p50 {pickups_ms[4]:.1f} ms, max {pickups_ms[-1]:.1f} ms"
     )
     assert taker.process.poll() is None and worker.process.poll() is None
