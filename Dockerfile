@@ -28,9 +28,11 @@ COPY libs/api/pyproject.toml libs/api/
 COPY services/common/pyproject.toml services/common/
 COPY services/${SERVICE}/pyproject.toml services/${SERVICE}/
 COPY cli/pyproject.toml cli/
+# The versions `make test` ran green with (constraints.txt): an upstream release changes no image.
+COPY constraints.txt ./
 ENV MEMBERS="./libs/api ./services/common ./services/${SERVICE} ./cli"
 RUN for member in $MEMBERS; do mkdir -p "$member/src"; done \
- && /opt/appforge/bin/pip install $MEMBERS
+ && /opt/appforge/bin/pip install -c constraints.txt $MEMBERS
 COPY libs/api ./libs/api
 COPY services/common ./services/common
 COPY services/${SERVICE} ./services/${SERVICE}
