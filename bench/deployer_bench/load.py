@@ -28,6 +28,24 @@ class EnqueueResult:
     elapsed_s: float
 
 
+def deploy_request(
+    app_id: str,
+    artifact: Artifact,
+    prefix: str,
+    n: int,
+    target: deployer_pb2.DeployTarget.ValueType = deployer_pb2.DEPLOY_TARGET_UNSPECIFIED,
+) -> deployer_pb2.DeployRequest:
+    """The `n`th Deploy of a load: version `<prefix>-v<n>` of `artifact`, its own execution."""
+    version_id = f"{prefix}-v{n:06d}"
+    return deployer_pb2.DeployRequest(
+        app_id=app_id,
+        app_version_id=version_id,
+        execution_id=f"{prefix}-e{n:06d}",
+        files=artifact.files(version_id),
+        target=target,
+    )
+
+
 async def enqueue(
     stubs: Sequence[Any],
     app_id: str,
@@ -42,16 +60,9 @@ async def enqueue(
     `target` (`DEPLOY_TARGET_UNSPECIFIED`: the deployers' default, noop in `noop` mode)."""
 
     async def deploy(n: int) -> str:
-        version_id = f"{prefix}-v{n:06d}"
-        request = deployer_pb2.DeployRequest(
-            app_id=app_id,
-            app_version_id=version_id,
-            execution_id=f"{prefix}-e{n:06d}",
-            files=artifact.files(version_id),
-            target=target,
-        )
+        request = deploy_request(app_id, artifact, prefix, n, target)
         await stubs[n % len(stubs)].Deploy(request, timeout=CALL_TIMEOUT_S)
-        return version_id
+        return request.app_version_id
 
     def refusal(exc: Exception) -> tuple[str, str] | None:
         if isinstance(exc, grpc.aio.AioRpcError):

@@ -69,6 +69,16 @@ def deployer_child(
     return child, f"127.0.0.1:{port}"
 
 
+async def deployer_stub(
+    stack: contextlib.AsyncExitStack, address: str
+) -> deployer_pb2_grpc.DeployerServiceAsyncStub:
+    """A Deploy client of the deployer at `address`, its channel closed with `stack`."""
+    channel = await stack.enter_async_context(
+        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    )
+    return deployer_pb2_grpc.DeployerServiceStub(channel)
+
+
 async def start_chat(
     stack: contextlib.AsyncExitStack,
     config: BenchConfig,
@@ -125,13 +135,7 @@ async def run_phase(
 
         conn = await asyncpg.connect(dsn, timeout=10)
         stack.push_async_callback(conn.close)
-        channels = [
-            await stack.enter_async_context(
-                grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            )
-            for _, address in children
-        ]
-        stubs = [deployer_pb2_grpc.DeployerServiceStub(channel) for channel in channels]
+        stubs = [await deployer_stub(stack, address) for _, address in children]
 
         spy = None
         if config.py_spy is not None and processes == 1 and pids[0] is not None:

@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 from google.protobuf import duration_pb2
 from harness import (
     CALL_TIMEOUT_S,
-    CHANNEL_OPTIONS,
     BenchError,
     bench_database,
     free_port,
@@ -35,11 +33,12 @@ from harness import (
     running,
 )
 
-from appforge.api.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+from appforge.api.deployer.v1 import deployer_pb2
 
 from .artifact import minimal_artifact
 from .config import BenchConfig
-from .phase import deployer_child, start_chat
+from .load import deploy_request
+from .phase import deployer_child, deployer_stub, start_chat
 from .results import Latency
 from .tables import SUCCEEDED, deployment_rows, wait_ended
 
@@ -80,18 +79,11 @@ async def _paced(stub: Any, app_id: str, prefix: str, count: int) -> dict[str, t
     artifact = minimal_artifact()
 
     async def deploy(n: int) -> tuple[str, tuple[int, int]]:
-        version_id = f"{prefix}-v{n:06d}"
+        request = deploy_request(app_id, artifact, prefix, n)
         sent = time.perf_counter_ns()
-        await stub.Deploy(
-            deployer_pb2.DeployRequest(
-                app_id=app_id,
-                app_version_id=version_id,
-                execution_id=f"{prefix}-e{n:06d}",
-                files=artifact.files(version_id),
-            ),
-            timeout=CALL_TIMEOUT_S,
-        )
-        return version_id, ((time.perf_counter_ns() - sent) // 1000, time.time_ns() // 1000)
+        await stub.Deploy(request, timeout=CALL_TIMEOUT_S)
+        elapsed_us = (time.perf_counter_ns() - sent) // 1000
+        return request.app_version_id, (elapsed_us, time.time_ns() // 1000)
 
     calls = []
     start = time.perf_counter()
@@ -158,7 +150,7 @@ async def run_wake(config: BenchConfig, workdir: Path) -> dict[str, Any]:
             "deployer-busy", (free_port(), free_port()), busy_env, workdir
         )
         await stack.enter_async_context(running(busy, busy_address))
-        busy_stub = await _stub(stack, busy_address)
+        busy_stub = await deployer_stub(stack, busy_address)
         hung = duration_pb2.Duration(seconds=HUNG_ATTEMPT_S)
         await busy_stub.Deploy(
             deployer_pb2.DeployRequest(
@@ -179,7 +171,7 @@ async def run_wake(config: BenchConfig, workdir: Path) -> dict[str, Any]:
             "deployer-free", (free_port(), free_port()), env, workdir
         )
         await stack.enter_async_context(running(free, free_address))
-        free_stub = await _stub(stack, free_address)
+        free_stub = await deployer_stub(stack, free_address)
         log(f"wake: busy replica pid {busy.pid}, free replica pid {free.pid}, app {app_id}")
 
         via_busy = await _paced(busy_stub, app_id, "via-busy", config.deployments)
@@ -240,10 +232,3 @@ def render_wake(result: dict[str, Any]) -> str:
     lines.append(f"target: p99 via the busy replica < {result['target_p99_ms']:g} ms: {met}")
     lines.extend(f"PROBLEM: {p}" for p in result["problems"])
     return "\n".join(lines)
-
-
-async def _stub(stack: contextlib.AsyncExitStack, address: str) -> Any:
-    channel = await stack.enter_async_context(
-        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    )
-    return deployer_pb2_grpc.DeployerServiceStub(channel)
