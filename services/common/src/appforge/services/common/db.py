@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,7 @@ class _LockFreeingConnection(sqlite3.Connection):
 
     def close(self) -> None:
         if self.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+            with suppress(sqlite3.Error):
                 self.rollback()
         super().close()
 
