@@ -16,6 +16,8 @@ from appforge.services.common import deadlines
 from appforge.services.common.errors import DeadlineExceeded
 from appforge.services.common.server import Context, _wrap_unary
 
+WIRE_SLACK_S = 0.05  # what a deadline may gain between the client's clock and the server's
+
 
 def test_no_incoming_deadline_leaves_the_calls_own_timeout() -> None:
     assert deadlines.remaining() is None
@@ -101,5 +103,7 @@ async def test_the_builders_call_to_chat_carries_the_sooner_deadline() -> None:
         await client.close()
         await server.stop(None)
     bounded, unbounded = recording.remaining
-    assert bounded is not None and bounded <= 1.5
+    # The serving deadline's 1.5 s, not the policy's 30: gRPC sends the timeout rounded up on
+    # the wire and the server reads it against another clock, so a few ms over is the same.
+    assert bounded is not None and bounded <= 1.5 + WIRE_SLACK_S
     assert unbounded is not None and unbounded > 20.0
